@@ -12,6 +12,7 @@
     │   └── ConflictError    another writer moved the ledger's head first
     ├── PolicyError          a policy set or a decision request is unusable (denies)
     ├── TokenError           a task token is missing, malformed, expired or revoked
+    ├── AuthError            unknown or duplicate person, wrong API key, or missing role
     ├── VaultError           a secret or the master key is missing or unreadable
     ├── TaskError            a task or approval is unknown or in the wrong state
     └── GatewayError         a brokered call cannot go ahead
@@ -80,6 +81,10 @@ class PolicyError(ProctorError):
 
 class TokenError(ProctorError):
     """A task token is missing, malformed, expired, revoked or for someone else."""
+
+
+class AuthError(ProctorError):
+    """A person is unknown or already exists, an API key is wrong, or a role missing."""
 
 
 class VaultError(ProctorError):

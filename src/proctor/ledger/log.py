@@ -1,0 +1,263 @@
+"""The ledger as a running service: durable appends with group commit and signed
+checkpoints on a schedule.
+
+One writer thread owns the tree's right edge. Callers hand it entries and wait on a
+future; it drains whatever is queued into one transaction, so many concurrent appends
+share one fsync, and each caller is answered only once its entry is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+from proctor.errors import ConflictError, EntryError, LedgerError, StoreError
+from proctor.ledger import entries, merkle, proofs
+from proctor.ledger.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
+from proctor.ledger.note import Signer, Verifier
+from proctor.storage.interface import Batch, Store, StoredCheckpoint
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 1024
+CONFLICT_RETRIES = 5
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What a durable append answers: where the entry is and what the tree hashed."""
+
+    index: int
+    time: str
+    leaf_hash: bytes
+
+
+@dataclass(frozen=True)
+class CheckpointPolicy:
+    """Sign a checkpoint every ``every`` entries or ``interval`` seconds (0: never)."""
+
+    every: int = 1000
+    interval: float = 10.0
+
+
+@dataclass(frozen=True)
+class _Append:
+    kind: str
+    fields: Mapping[str, Any]
+    future: Future[Receipt]
+
+
+@dataclass(frozen=True)
+class _Sign:
+    future: Future[bytes]
+
+
+_STOP = object()
+
+
+class Ledger:
+    """Append entries durably and sign checkpoints over one store."""
+
+    def __init__(
+        self,
+        store: Store,
+        signer: Signer,
+        *,
+        origin: str,
+        policy: CheckpointPolicy | None = None,
+        max_batch: int = MAX_BATCH,
+    ) -> None:
+        self.store = store
+        self.origin = origin
+        self._signer = signer
+        self._verifier = Verifier.from_key_string(signer.verifier_key_string())
+        self._policy = policy or CheckpointPolicy()
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._closed = False
+        self._edge = self._load_edge()
+        latest = store.latest_checkpoint()
+        self._signed_size = latest.size if latest else 0
+        self._signed_at = time.monotonic()
+        self._writer = threading.Thread(
+            target=self._run, name="proctor-ledger-writer", daemon=True
+        )
+        self._writer.start()
+
+    @property
+    def size(self) -> int:
+        """How many entries this ledger has durably written and knows of."""
+        return self._edge.size
+
+    def submit(self, kind: str, fields: Mapping[str, Any]) -> Future[Receipt]:
+        """Queue one entry; the future answers once it is durable.
+
+        Raises EntryError for a bad type or fields, LedgerError once closed. The
+        future raises EntryError when the entry is not canonical JSON or too large,
+        and StoreError when the database could not write it.
+        """
+        entries.check_fields(kind, fields)
+        if self._closed:
+            raise LedgerError("the ledger is closed; nothing more can be appended")
+        future: Future[Receipt] = Future()
+        self._queue.put(_Append(kind, fields, future))
+
+        return future
+
+    def append(self, kind: str, fields: Mapping[str, Any]) -> Receipt:
+        """Append one entry and wait until it is durable."""
+        return self.submit(kind, fields).result()
+
+    async def append_async(self, kind: str, fields: Mapping[str, Any]) -> Receipt:
+        """Append one entry from async code, waiting without blocking the loop."""
+        return await asyncio.wrap_future(self.submit(kind, fields))
+
+    def checkpoint(self) -> bytes:
+        """Sign a checkpoint of everything appended so far and return its note."""
+        if self._closed:
+            raise LedgerError("the ledger is closed; no checkpoint can be signed")
+        future: Future[bytes] = Future()
+        self._queue.put(_Sign(future))
+
+        return future.result()
+
+    def close(self) -> None:
+        """Write what is queued, sign a last checkpoint and stop the writer."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        self._writer.join()
+
+    def _load_edge(self) -> merkle.CompactRange:
+        size = self.store.size()
+        lookup = self.store.nodes(merkle.CompactRange.keys_for(size))
+        return merkle.CompactRange.from_nodes(size, lookup)
+
+    # The writer thread.
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            try:
+                first = self._queue.get(timeout=self._until_due())
+            except queue.Empty:
+                self._sign_if_due()
+                continue
+            items = [first, *self._drain()]
+            stopping = _STOP in items
+            appends = [item for item in items if isinstance(item, _Append)]
+            if appends:
+                self._commit(appends)
+            for item in items:
+                if isinstance(item, _Sign):
+                    self._answer_sign(item.future)
+            self._sign_if_due(final=stopping)
+
+    def _drain(self) -> list[object]:
+        drained: list[object] = []
+        while len(drained) < self._max_batch:
+            try:
+                drained.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+
+        return drained
+
+    def _commit(self, appends: list[_Append]) -> None:
+        for _ in range(CONFLICT_RETRIES):
+            waiting = [item for item in appends if not item.future.done()]
+            if not waiting:
+                return
+            edge = self._edge.copy()
+            batch, receipts = self._build(edge, waiting)
+            try:
+                self.store.append(batch)
+            except ConflictError:
+                # Another replica appended first: read its head and number anew.
+                self._edge = self._load_edge()
+                continue
+            except StoreError as exc:
+                self._fail(waiting, exc)
+                return
+            self._edge = edge
+            for item, receipt in receipts:
+                item.future.set_result(receipt)
+            return
+        self._fail(appends, LedgerError("gave up appending after repeated conflicts"))
+
+    def _build(
+        self, edge: merkle.CompactRange, waiting: list[_Append]
+    ) -> tuple[Batch, list[tuple[_Append, Receipt]]]:
+        start, stamp = edge.size, entries.now()
+        rows: list[bytes] = []
+        nodes: list[tuple[int, int, bytes]] = []
+        receipts: list[tuple[_Append, Receipt]] = []
+        for item in waiting:
+            try:
+                data = entries.encode(start + len(rows), stamp, item.kind, item.fields)
+            except EntryError as exc:
+                item.future.set_exception(exc)
+                continue
+            leaf = merkle.leaf_hash(data)
+            receipts.append((item, Receipt(start + len(rows), stamp, leaf)))
+            rows.append(data)
+            nodes.extend(edge.append(leaf))
+
+        return Batch(start, rows, nodes), receipts
+
+    def _fail(self, appends: list[_Append], error: Exception) -> None:
+        log.error("ledger append failed entries=%d error=%s", len(appends), error)
+        for item in appends:
+            if not item.future.done():
+                item.future.set_exception(error)
+        try:
+            self._edge = self._load_edge()
+        except StoreError:
+            log.exception("ledger could not re-read its head after a failed append")
+
+    def _until_due(self) -> float | None:
+        if self._policy.interval <= 0 or self._edge.size <= self._signed_size:
+            return None
+        return max(0.0, self._signed_at + self._policy.interval - time.monotonic())
+
+    def _sign_if_due(self, *, final: bool = False) -> None:
+        unsigned = self._edge.size - self._signed_size
+        if unsigned <= 0:
+            return
+        timed = 0 < self._policy.interval <= time.monotonic() - self._signed_at
+        if final or timed or unsigned >= self._policy.every:
+            try:
+                self._sign()
+            except (LedgerError, StoreError):
+                log.exception("ledger could not sign a checkpoint size=%d", self.size)
+
+    def _answer_sign(self, future: Future[bytes]) -> None:
+        try:
+            future.set_result(self._sign())
+        except (LedgerError, StoreError) as exc:
+            future.set_exception(exc)
+
+    def _sign(self) -> bytes:
+        size, root = self._edge.size, self._edge.root()
+        previous = self.store.latest_checkpoint()
+        if previous is not None and previous.size >= size:
+            return previous.note
+        if previous is not None and previous.size > 0:
+            # A new checkpoint must extend the last one; refuse to sign a fork.
+            old = open_checkpoint(previous.note, [self._verifier], origin=self.origin)
+            proof = proofs.consistency_proof(self.store, old.size, size)
+            merkle.verify_consistency(old.size, size, proof, old.root, root)
+        note = sign_checkpoint(Checkpoint(self.origin, size, root), self._signer)
+        self.store.add_checkpoint(StoredCheckpoint(size, note))
+        self._signed_size, self._signed_at = size, time.monotonic()
+        log.info("ledger signed checkpoint size=%d", size)
+
+        return note

@@ -1,0 +1,321 @@
+"""The ledger commands end to end on a real SQLite home, including every tamper case
+that ``proctor verify`` must catch."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from proctor.home import Home
+from proctor.ledger import merkle
+from proctor.ledger.checkpoint import Checkpoint, sign_checkpoint
+from proctor.ledger.log import CheckpointPolicy, Ledger
+from proctor.ledger.note import Signer
+
+from .conftest import Cli
+
+ENTRIES = 50
+
+
+@pytest.fixture
+def filled(home: Home) -> Home:
+    """A home whose ledger holds 50 entries with a checkpoint every 10."""
+    ledger = Ledger(
+        home.open_store(),
+        home.signer(),
+        origin=home.config().ledger.origin,
+        policy=CheckpointPolicy(every=10, interval=0),
+    )
+    for number in range(ENTRIES):
+        ledger.append("test.payment", {"amount": number * 100, "vendor": "acme"})
+    ledger.close()
+    ledger.store.close()
+
+    return home
+
+
+def tamper(home: Home, *statements: str, keep_triggers: bool = False) -> None:
+    """Run SQL on the ledger file as an attacker with file access would."""
+    db = sqlite3.connect(home.ledger_db)
+    if not keep_triggers:
+        names = db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")
+        for (name,) in names.fetchall():
+            db.execute(f'DROP TRIGGER "{name}"')
+    for statement in statements:
+        db.execute(statement)
+    db.commit()
+    db.close()
+
+
+def body(home: Home, index: int) -> str:
+    db = sqlite3.connect(home.ledger_db)
+    (data,) = db.execute("SELECT body FROM entries WHERE idx = ?", (index,)).fetchone()
+    db.close()
+
+    return bytes(data).decode()
+
+
+class TestIntactLedger:
+    def test_verify_passes(self, filled: Home, cli: Cli) -> None:
+        """An untouched ledger verifies with exit 0 and counts every entry."""
+        result = cli("verify", "--home", str(filled.path))
+
+        assert result.code == 0, result.err
+        assert f"OK: {ENTRIES} entries verified" in result.out
+
+    def test_verify_json(self, filled: Home, cli: Cli) -> None:
+        """--json reports size, checkpoints and the recomputed root."""
+        result = cli("verify", "--home", str(filled.path), "--json")
+        report = json.loads(result.out)
+
+        assert report["ok"] is True
+        assert report["size"] == ENTRIES
+        assert report["checkpoints"] == ENTRIES // 10
+
+    def test_empty_ledger_verifies(self, home: Home, cli: Cli) -> None:
+        """A new home's empty ledger verifies."""
+        result = cli("verify", "--home", str(home.path))
+
+        assert result.code == 0, result.err
+        assert "OK: 0 entries" in result.out
+
+
+class TestTamperIsCaught:
+    def test_triggers_refuse_an_edit(self, filled: Home) -> None:
+        """With its triggers in place the database itself refuses an edit."""
+        with pytest.raises(sqlite3.DatabaseError, match=r"append-only|not|refuse"):
+            tamper(
+                filled,
+                "UPDATE entries SET body = x'00' WHERE idx = 3",
+                keep_triggers=True,
+            )
+
+    def test_edited_entry(self, filled: Home, cli: Cli) -> None:
+        """An entry edited in place, triggers dropped first, is named."""
+        edited = body(filled, 17).replace('"amount":1700', '"amount":1000000')
+        tamper(
+            filled, f"UPDATE entries SET body = CAST('{edited}' AS BLOB) WHERE idx = 17"
+        )
+        result = cli("verify", "--home", str(filled.path))
+
+        assert result.code == 1
+        assert "entry 17" in result.err
+
+    def test_edited_entry_with_rehashed_leaf(self, filled: Home, cli: Cli) -> None:
+        """An edit with its stored leaf hash rewritten too fails the signed root."""
+        edited = body(filled, 17).replace('"amount":1700', '"amount":1000000')
+        leaf = merkle.leaf_hash(edited.encode()).hex()
+        tamper(
+            filled,
+            f"UPDATE entries SET body = CAST('{edited}' AS BLOB) WHERE idx = 17",
+            f"UPDATE nodes SET hash = x'{leaf}' WHERE level = 0 AND idx = 17",
+        )
+        result = cli("verify", "--home", str(filled.path))
+
+        assert result.code == 1
+        assert "checkpoint at size 20" in result.err
+        assert "[10, 20)" in result.err
+
+    def test_deleted_entry(self, filled: Home, cli: Cli) -> None:
+        """A deleted entry is named by the position it leaves empty."""
+        tamper(filled, "DELETE FROM entries WHERE idx = 20")
+        result = cli("verify", "--home", str(filled.path))
+
+        assert result.code == 1
+        assert "entry 20" in result.err
+
+    def test_swapped_entries(self, filled: Home, cli: Cli) -> None:
+        """Two swapped entries are named at the first of them."""
+        tamper(
+            filled,
+            "UPDATE entries SET idx = 1000 WHERE idx = 5",
+            "UPDATE entries SET idx = 5 WHERE idx = 6",
+            "UPDATE entries SET idx = 6 WHERE idx = 1000",
+        )
+        result = cli("verify", "--home", str(filled.path))
+
+        assert result.code == 1
+        assert "position 5" in result.err
+
+    def test_inserted_entry(self, filled: Home, cli: Cli) -> None:
+        """An entry slipped in mid-ledger shifts the rest and is named."""
+        forged = body(filled, 30)
+        statements = [
+            f"UPDATE entries SET idx = idx + 1 WHERE idx = {index}"
+            for index in range(ENTRIES - 1, 29, -1)
+        ]
+        tamper(
+            filled,
+            *statements,
+            f"INSERT INTO entries (idx, body) VALUES (30, CAST('{forged}' AS BLOB))",
+        )
+        result = cli("verify", "--home", str(filled.path))
+
+        assert result.code == 1
+        assert "position 31" in result.err
+
+    def test_appended_unsigned_entry(self, filled: Home, cli: Cli) -> None:
+        """An entry added after the last checkpoint without its hash is named."""
+        forged = body(filled, 0).replace('"index":0', f'"index":{ENTRIES}')
+        tamper(
+            filled,
+            f"INSERT INTO entries (idx, body) VALUES ({ENTRIES}, "
+            f"CAST('{forged}' AS BLOB))",
+        )
+        result = cli("verify", "--home", str(filled.path))
+
+        assert result.code == 1
+        assert f"entry {ENTRIES}" in result.err
+
+    def test_truncated_against_trusted_checkpoint(
+        self, filled: Home, cli: Cli, tmp_path: Path
+    ) -> None:
+        """Dropping the newest entries and checkpoints fails an outside checkpoint."""
+        trusted = tmp_path / "trusted.checkpoint"
+        trusted.write_text(cli("checkpoint", "--home", str(filled.path)).out)
+        tamper(
+            filled,
+            "DELETE FROM entries WHERE idx >= 40",
+            "DELETE FROM nodes WHERE (idx + 1) * (1 << level) > 40",
+            "DELETE FROM checkpoints WHERE size > 40",
+        )
+        untrusting = cli("verify", "--home", str(filled.path))
+        result = cli(
+            "verify", "--home", str(filled.path), "--trusted-checkpoint", str(trusted)
+        )
+
+        assert untrusting.code == 0, (
+            "without an outside checkpoint truncation is silent"
+        )
+        assert result.code == 1
+        assert "truncated" in result.err
+
+    def test_checkpoint_signed_by_another_key(self, filled: Home, cli: Cli) -> None:
+        """A checkpoint replaced by one signed with a stranger's key is named."""
+        origin = filled.config().ledger.origin
+        stranger = Signer.generate(origin)
+        root = _root(filled, 30)
+        note = sign_checkpoint(Checkpoint(origin, 30, root), stranger)
+        tamper(filled, f"UPDATE checkpoints SET note = x'{note.hex()}' WHERE size = 30")
+        result = cli("verify", "--home", str(filled.path))
+
+        assert result.code == 1
+        assert "checkpoint at size 30" in result.err
+
+    def test_checkpoint_with_wrong_root(self, filled: Home, cli: Cli) -> None:
+        """A properly signed checkpoint whose root differs from the entries fails."""
+        origin = filled.config().ledger.origin
+        note = sign_checkpoint(Checkpoint(origin, 30, bytes(32)), filled.signer())
+        tamper(filled, f"UPDATE checkpoints SET note = x'{note.hex()}' WHERE size = 30")
+        result = cli("verify", "--home", str(filled.path))
+
+        assert result.code == 1
+        assert "root does not match" in result.err
+
+    def test_copy_is_verified_independently(
+        self, filled: Home, cli: Cli, tmp_path: Path
+    ) -> None:
+        """A copy verifies on its own; tampering with it leaves the original whole."""
+        copy = Home(tmp_path / "copy")
+        shutil.copytree(filled.path, copy.path)
+        tamper(copy, "DELETE FROM entries WHERE idx = 1")
+
+        assert cli("verify", "--home", str(copy.path)).code == 1
+        assert cli("verify", "--home", str(filled.path)).code == 0
+
+
+class TestProofs:
+    def test_inclusion_proof_verifies(self, filled: Home, cli: Cli) -> None:
+        """A printed inclusion proof passes the pure verifier against its root."""
+        printed = json.loads(
+            cli("proof", "inclusion", "7", "--home", str(filled.path)).out
+        )
+        decode = base64.b64decode
+
+        merkle.verify_inclusion(
+            decode(printed["leaf_hash"]),
+            printed["index"],
+            printed["size"],
+            [decode(node) for node in printed["proof"]],
+            decode(printed["root"]),
+        )
+        assert printed["size"] == ENTRIES
+        assert decode(printed["leaf_hash"]) == merkle.leaf_hash(
+            body(filled, 7).encode()
+        )
+
+    def test_consistency_proof_verifies(self, filled: Home, cli: Cli) -> None:
+        """A printed consistency proof passes the pure verifier."""
+        result = cli("proof", "consistency", "13", "50", "--home", str(filled.path))
+        printed = json.loads(result.out)
+        decode = base64.b64decode
+
+        merkle.verify_consistency(
+            13,
+            50,
+            [decode(node) for node in printed["proof"]],
+            decode(printed["old_root"]),
+            decode(printed["new_root"]),
+        )
+        assert decode(printed["new_root"]) == _root(filled, 50)
+
+    def test_proof_beyond_the_ledger(self, filled: Home, cli: Cli) -> None:
+        """Asking for a tree larger than the ledger is a clear error."""
+        result = cli(
+            "proof", "inclusion", "3", "--size", "999", "--home", str(filled.path)
+        )
+
+        assert result.code == 1
+        assert "beyond the ledger" in result.err
+
+
+class TestLogShow:
+    def test_lines_name_index_and_type(self, filled: Home, cli: Cli) -> None:
+        """log show prints one readable line per entry with its index and type."""
+        result = cli(
+            "log", "show", "--from", "3", "--limit", "2", "--home", str(filled.path)
+        )
+        lines = result.out.strip().splitlines()
+
+        assert len(lines) == 2
+        assert lines[0].startswith("#3 ")
+        assert "test.payment" in lines[0]
+        assert "amount=300" in lines[0]
+
+    def test_json_lines_are_the_stored_entries(self, filled: Home, cli: Cli) -> None:
+        """log show --json prints each stored entry byte for byte."""
+        result = cli(
+            "log", "show", "--limit", "1", "--json", "--home", str(filled.path)
+        )
+
+        assert result.out == body(filled, 0) + "\n"
+
+
+class TestInit:
+    def test_refuses_an_existing_home(self, home: Home, cli: Cli) -> None:
+        """init never overwrites a home."""
+        result = cli("init", "--home", str(home.path))
+
+        assert result.code == 2
+        assert "already exists" in result.err
+
+    def test_key_is_private(self, tmp_path: Path, cli: Cli) -> None:
+        """The log signing key is created with mode 0600."""
+        result = cli("init", "--home", str(tmp_path / "new"))
+
+        assert result.code == 0, result.err
+        assert (tmp_path / "new" / "log.key").stat().st_mode & 0o777 == 0o600
+
+
+def _root(home: Home, size: int) -> bytes:
+    db = sqlite3.connect(home.ledger_db)
+    rows = db.execute("SELECT body FROM entries WHERE idx < ? ORDER BY idx", (size,))
+    leaves = [merkle.leaf_hash(bytes(data)) for (data,) in rows.fetchall()]
+    db.close()
+
+    return merkle.root(leaves)

@@ -1,0 +1,219 @@
+"""The ledger service: durable appends with group commit, and checkpoints that only
+ever extend the last one."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from proctor.errors import EntryError, LedgerError, StoreError
+from proctor.ledger import entries, merkle, proofs
+from proctor.ledger.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
+from proctor.ledger.log import CheckpointPolicy, Ledger
+from proctor.ledger.note import Signer, Verifier
+from proctor.storage.interface import Batch, StoredCheckpoint
+from proctor.storage.sqlite import SqliteStore
+
+ORIGIN = "proctor.test/log"
+
+
+class CountingStore(SqliteStore):
+    """A real SQLite store that counts its transactions and can be told to fail."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.batches: list[int] = []
+        self.broken = False
+
+    def append(self, batch: Batch) -> None:
+        if self.broken:
+            raise StoreError("disk full (simulated)")
+        self.batches.append(len(batch.entries))
+        super().append(batch)
+
+
+@pytest.fixture
+def signer() -> Signer:
+    return Signer.generate(ORIGIN)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[CountingStore]:
+    store = CountingStore(tmp_path / "ledger.db")
+    yield store
+    store.close()
+
+
+def open_ledger(
+    store: CountingStore, signer: Signer, *, every: int, interval: float
+) -> Ledger:
+    policy = CheckpointPolicy(every=every, interval=interval)
+
+    return Ledger(store, signer, origin=ORIGIN, policy=policy)
+
+
+class TestAppend:
+    def test_indexes_are_dense_and_entries_canonical(
+        self, store: CountingStore, signer: Signer
+    ) -> None:
+        """Each append gets the next index, and the stored bytes are the entry."""
+        ledger = open_ledger(store, signer, every=1000, interval=0)
+        receipts = [ledger.append("test.note", {"n": n}) for n in range(5)]
+        ledger.close()
+
+        assert [receipt.index for receipt in receipts] == [0, 1, 2, 3, 4]
+        stored = list(store.entries())
+        assert entries.decode(stored[3]) == {
+            "index": 3,
+            "n": 3,
+            "time": receipts[3].time,
+            "type": "test.note",
+        }
+        assert receipts[3].leaf_hash == merkle.leaf_hash(stored[3])
+
+    def test_concurrent_appends_share_transactions(
+        self, store: CountingStore, signer: Signer
+    ) -> None:
+        """32 writers get 3,200 distinct dense indexes in fewer transactions."""
+        ledger = open_ledger(store, signer, every=10_000, interval=0)
+        indexes: list[int] = []
+        lock = threading.Lock()
+
+        def writer(number: int) -> None:
+            for step in range(100):
+                receipt = ledger.append("test.note", {"writer": number, "step": step})
+                with lock:
+                    indexes.append(receipt.index)
+
+        threads = [threading.Thread(target=writer, args=(n,)) for n in range(32)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        ledger.close()
+
+        assert sorted(indexes) == list(range(3200))
+        assert sum(store.batches) == 3200
+        assert len(store.batches) < 3200
+        assert proofs.root(store, 3200) == merkle.root(
+            [merkle.leaf_hash(data) for data in store.entries()]
+        )
+
+    def test_bad_entry_fails_alone(self, store: CountingStore, signer: Signer) -> None:
+        """An entry that is not canonical JSON fails; its neighbours are written."""
+        ledger = open_ledger(store, signer, every=1000, interval=0)
+        good = ledger.submit("test.note", {"n": 1})
+        bad = ledger.submit("test.note", {"amount": 1.5})
+        after = ledger.submit("test.note", {"n": 2})
+        with pytest.raises(EntryError, match="float"):
+            bad.result()
+        ledger.close()
+
+        assert (good.result().index, after.result().index) == (0, 1)
+
+    def test_envelope_names_are_refused(
+        self, store: CountingStore, signer: Signer
+    ) -> None:
+        """Fields may not overwrite the index, time or type."""
+        ledger = open_ledger(store, signer, every=1000, interval=0)
+        with pytest.raises(EntryError, match="envelope"):
+            ledger.submit("test.note", {"index": 7})
+        ledger.close()
+
+    def test_store_failure_refuses_the_append(
+        self, store: CountingStore, signer: Signer
+    ) -> None:
+        """When the database cannot write, the caller is told and nothing is counted."""
+        ledger = open_ledger(store, signer, every=1000, interval=0)
+        ledger.append("test.note", {"n": 0})
+        store.broken = True
+        with pytest.raises(StoreError, match="disk full"):
+            ledger.append("test.note", {"n": 1})
+        store.broken = False
+        receipt = ledger.append("test.note", {"n": 2})
+        ledger.close()
+
+        assert receipt.index == 1
+        assert store.size() == 2
+
+    def test_closed_ledger_refuses(self, store: CountingStore, signer: Signer) -> None:
+        """After close nothing more is accepted."""
+        ledger = open_ledger(store, signer, every=1000, interval=0)
+        ledger.close()
+
+        with pytest.raises(LedgerError, match="closed"):
+            ledger.append("test.note", {})
+
+    def test_reopened_ledger_continues(
+        self, store: CountingStore, signer: Signer
+    ) -> None:
+        """A ledger opened over an existing store carries on at the next index."""
+        first = open_ledger(store, signer, every=1000, interval=0)
+        for n in range(7):
+            first.append("test.note", {"n": n})
+        first.close()
+        second = open_ledger(store, signer, every=1000, interval=0)
+        receipt = second.append("test.note", {"n": 7})
+        second.close()
+
+        assert receipt.index == 7
+        assert proofs.root(store, 8) == merkle.root(
+            [merkle.leaf_hash(data) for data in store.entries()]
+        )
+
+
+class TestCheckpoints:
+    def test_signed_every_n_entries(self, store: CountingStore, signer: Signer) -> None:
+        """With every=10 and no timer, 25 entries give checkpoints at 10, 20 and 25."""
+        ledger = open_ledger(store, signer, every=10, interval=0)
+        for n in range(25):
+            ledger.append("test.note", {"n": n})
+        ledger.close()
+        verifier = Verifier.from_key_string(signer.verifier_key_string())
+        sizes = [stored.size for stored in store.checkpoints()]
+
+        assert sizes[-1] == 25, "close signs what is left"
+        assert sizes == sorted(set(sizes))
+        for stored in store.checkpoints():
+            checkpoint = open_checkpoint(stored.note, [verifier], origin=ORIGIN)
+            assert checkpoint.root == proofs.root(store, stored.size)
+
+    def test_signed_after_interval(self, store: CountingStore, signer: Signer) -> None:
+        """With a short interval a checkpoint appears without more appends."""
+        ledger = open_ledger(store, signer, every=1000, interval=0.05)
+        ledger.append("test.note", {})
+        deadline = threading.Event()
+        for _ in range(100):
+            if store.latest_checkpoint() is not None:
+                break
+            deadline.wait(0.02)
+        latest = store.latest_checkpoint()
+        ledger.close()
+
+        assert latest is not None
+        assert latest.size == 1
+
+    def test_on_demand(self, store: CountingStore, signer: Signer) -> None:
+        """checkpoint() signs the current size and returns the signed note."""
+        ledger = open_ledger(store, signer, every=1000, interval=0)
+        for n in range(3):
+            ledger.append("test.note", {"n": n})
+        note = ledger.checkpoint()
+        ledger.close()
+        verifier = Verifier.from_key_string(signer.verifier_key_string())
+
+        assert open_checkpoint(note, [verifier]).size == 3
+
+    def test_refuses_to_sign_a_fork(self, store: CountingStore, signer: Signer) -> None:
+        """A stored checkpoint that the tree does not extend stops the next signing."""
+        ledger = open_ledger(store, signer, every=1000, interval=0)
+        for n in range(4):
+            ledger.append("test.note", {"n": n})
+        forged = sign_checkpoint(Checkpoint(ORIGIN, 2, bytes(32)), signer)
+        store.add_checkpoint(StoredCheckpoint(2, forged))
+        with pytest.raises(LedgerError, match=r"consisten|root"):
+            ledger.checkpoint()
+        ledger.close()
