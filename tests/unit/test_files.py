@@ -95,7 +95,7 @@ class TestReadPrivate:
 
     def test_missing_file(self, tmp_path: Path) -> None:
         """A missing file is a ConfigError naming it."""
-        with pytest.raises(ConfigError, match="missing.key does not exist"):
+        with pytest.raises(ConfigError, match=r"missing\.key does not exist"):
             read_private(tmp_path / "missing.key")
 
     def test_refuses_a_folder(self, tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import sys
 import click
 import typer
 
-from proctor.cli import demo, home, ledger
+from proctor.cli import demo, export, home, ledger
 from proctor.errors import ConfigError, ProctorError, VerifyError
 
 app = typer.Typer(
@@ -24,6 +24,7 @@ app = typer.Typer(
 home.register(app)
 ledger.register(app)
 demo.register(app)
+export.register(app)
 
 
 def main() -> None:

@@ -256,7 +256,14 @@ class Ledger:
             proof = proofs.consistency_proof(self.store, old.size, size)
             merkle.verify_consistency(old.size, size, proof, old.root, root)
         note = sign_checkpoint(Checkpoint(self.origin, size, root), self._signer)
-        self.store.add_checkpoint(StoredCheckpoint(size, note))
+        try:
+            self.store.add_checkpoint(StoredCheckpoint(size, note))
+        except ConflictError:
+            # Another replica signed this size or a larger one first: theirs stands.
+            latest = self.store.latest_checkpoint()
+            if latest is None:
+                raise
+            note = latest.note
         self._signed_size, self._signed_at = size, time.monotonic()
         log.info("ledger signed checkpoint size=%d", size)
 

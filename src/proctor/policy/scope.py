@@ -2,6 +2,10 @@
 
 A scope lists what a task may do; anything it does not permit is a breach::
 
+    cedar = '''                                # optional raw Cedar, appended as is;
+    @id("no-weekend-payments") forbid (...);   # top-level keys go before [[allow]]
+    '''
+
     [[allow]]                                  # one rule: a permit
     id = "read-invoices"                       # optional; default "allow-<n>"
     action = 'Payments::Action::"ReadInvoice"' # one action uid, or a list of them
@@ -12,10 +16,6 @@ A scope lists what a task may do; anything it does not permit is a breach::
     resource = 'Payments::Account::"ops"'      # optional: resource in this entity
     when = { amount = { max = 50000 }, vendor = { in = ["acme", "globex"] } }
     approval = { role = "controller", when = { amount = { over = 10000 } } }
-
-    cedar = '''                                # optional raw Cedar, appended as is
-    @id("no-weekend-payments") forbid (...) when { ... };
-    '''
 
 ``when`` limits fields of the request's context. A key is a context attribute, and a
 dotted key or a nested table reaches into records (``args.repo_path``). Each value is
@@ -125,7 +125,12 @@ def _compile_rule(rule: Mapping[str, Any], rule_id: str) -> Iterator[str]:
     where = f"scope rule {rule_id!r}"
     unknown = sorted(set(rule) - _RULE_KEYS)
     if unknown:
-        raise PolicyError(f"{where} has unknown keys: {', '.join(unknown)}")
+        hint = (
+            " (top-level keys go before the first [[allow]])"
+            if "cedar" in unknown
+            else ""
+        )
+        raise PolicyError(f"{where} has unknown keys: {', '.join(unknown)}{hint}")
 
     head = _head(rule, where)
     guards, tests = _split(rule.get("when", {}), where)

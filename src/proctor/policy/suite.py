@@ -18,7 +18,7 @@ The file, in TOML (JSON has the same shape)::
     resource = 'Payments::Account::"ops"'
     context = { amount = 500, vendor = "acme" }   # optional
     approvals = ["controller"]           # optional: roles that approved this request
-    agent = "other-agent"                # optional: agent, user or task differ from [task]
+    agent = "other-agent"                # optional: override [task]'s agent, user, id
     expect = "allow"                     # allow | deny | breach | needs_approval
     policy_ids = ["scope:pay"]           # optional: the determining policies, any order
     approvers = ["controller"]           # optional: the roles still to approve
@@ -135,17 +135,13 @@ def _request(task: ActiveTask, case: Mapping[str, Any], where: str) -> Request:
 def _failures(case: Mapping[str, Any], expected: str, decision: Decision) -> list[str]:
     got = "breach" if decision.is_breach else decision.outcome.value
     failures = [] if got == expected else [f"expected {expected}, got {got}"]
-    if "policy_ids" in case and sorted(case["policy_ids"]) != sorted(
-        decision.policy_ids
+    for key, actual in (
+        ("policy_ids", decision.policy_ids),
+        ("approvers", decision.approvers),
     ):
-        failures.append(
-            f"expected policies {sorted(case['policy_ids'])}, "
-            f"got {sorted(decision.policy_ids)}"
-        )
-    if "approvers" in case and sorted(case["approvers"]) != list(decision.approvers):
-        failures.append(
-            f"expected approvers {sorted(case['approvers'])}, got {list(decision.approvers)}"
-        )
+        wanted = case.get(key)
+        if wanted is not None and sorted(wanted) != sorted(actual):
+            failures.append(f"expected {key} {sorted(wanted)}, got {sorted(actual)}")
     return failures
 
 

@@ -58,7 +58,7 @@ class Store(Protocol):
         ...
 
     def entries(self, start: int = 0, end: int | None = None) -> Iterator[bytes]:
-        """Stream the entries with indexes in ``[start, end)`` in order, never all at once."""
+        """Stream the entries with indexes in ``[start, end)`` in order, in pages."""
         ...
 
     def entry(self, index: int) -> bytes:

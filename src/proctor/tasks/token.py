@@ -9,9 +9,7 @@ carries ``kid``, the first 16 hex digits of SHA-256 over the raw public key.
 from __future__ import annotations
 
 import hashlib
-import os
 import secrets
-import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -28,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from jwt.types import Options
 
 from proctor.errors import ConfigError, TokenError
+from proctor.files import read_private, write_private
 
 ALGORITHM = "EdDSA"
 AUDIENCE = "proctor"
@@ -247,29 +246,16 @@ def generate_token_key(path: Path) -> Ed25519PrivateKey:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError as exc:
-        raise ConfigError(f"token key {path} already exists; not overwriting") from exc
-    except OSError as exc:
-        raise ConfigError(f"cannot create token key {path}: {exc.strerror}") from exc
-    with os.fdopen(descriptor, "wb") as handle:
-        # os.open filters the mode through the umask; set it exactly.
-        os.fchmod(handle.fileno(), 0o600)
-        handle.write(pem)
+    write_private(path, pem, exclusive=True)
     return key
 
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:
     """Read a token key file, PEM (PKCS#8) or 32 raw bytes; raise ConfigError.
 
-    A key file that group or others may read is refused.
+    A key file that group or others may reach is refused.
     """
-    data = _read_key_file(path)
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
-        raise ConfigError(f"token key {path} has mode {mode:04o}; it must be 0600")
-
+    data = read_private(path)
     try:
         if data.startswith(b"-----BEGIN"):
             key = serialization.load_pem_private_key(data, password=None)
@@ -286,7 +272,10 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
 
 def load_public_key(path: Path) -> Ed25519PublicKey:
     """Read a token verification key, PEM (SPKI) or 32 raw bytes; raise ConfigError."""
-    data = _read_key_file(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read public key {path}: {exc.strerror}") from exc
     try:
         if data.startswith(b"-----BEGIN"):
             key = serialization.load_pem_public_key(data)
@@ -299,13 +288,6 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
     if not isinstance(key, Ed25519PublicKey):
         raise ConfigError(f"public key {path} is not an Ed25519 public key")
     return key
-
-
-def _read_key_file(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read key file {path}: {exc.strerror}") from exc
 
 
 def _text(claims: Mapping[str, Any], name: str, label: str | None = None) -> str:

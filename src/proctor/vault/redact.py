@@ -39,6 +39,7 @@ DEFAULT_SENSITIVE_FIELDS = frozenset(
         "cookie",
         "credentials",
         "id_token",
+        "ocp_apim_subscription_key",
         "passwd",
         "password",
         "private_key",
@@ -52,7 +53,7 @@ DEFAULT_SENSITIVE_FIELDS = frozenset(
         "x_api_key",
         "x_auth_token",
         "x_csrf_token",
-        "x_proctor_token",
+        "x_functions_key",
     }
 )
 """Field names (lower case, ``-`` read as ``_``) whose value is always removed."""
@@ -100,6 +101,7 @@ def encoded_forms(value: str) -> frozenset[str]:
 
 def is_sensitive_name(
     name: str | bytes,
+    *,
     fields: frozenset[str] = DEFAULT_SENSITIVE_FIELDS,
     suffixes: frozenset[str] = DEFAULT_SENSITIVE_SUFFIXES,
 ) -> bool:
@@ -201,7 +203,7 @@ class Redactor:
         if not isinstance(name, str | bytes):
             return False
 
-        return is_sensitive_name(name, self._fields, self._suffixes)
+        return is_sensitive_name(name, fields=self._fields, suffixes=self._suffixes)
 
     def _field(self, name: object, value: object) -> object:
         if self.is_sensitive(name):

@@ -88,7 +88,9 @@ class TestVectors:
         """The vector file holds the 32 cases the README promises."""
         assert len(_cases(vectors)) == 32
 
-    def test_reference_passes_every_case(self, vectors: Path, subtests: Any) -> None:
+    def test_reference_passes_every_case(
+        self, vectors: Path, subtests: pytest.Subtests
+    ) -> None:
         """reference() gives every canonical form and refuses the one unsafe integer."""
         for case in _cases(vectors):
             with subtests.test(msg=case["name"]):
@@ -99,7 +101,9 @@ class TestVectors:
                 else:
                     assert reference(value) == case["canonical"].encode("utf-8")
 
-    def test_canonical_within_the_format(self, vectors: Path, subtests: Any) -> None:
+    def test_canonical_within_the_format(
+        self, vectors: Path, subtests: pytest.Subtests
+    ) -> None:
         """canonical() gives the vector for cases in the format and refuses the rest."""
         inside = 0
         for case in _cases(vectors):
@@ -125,7 +129,7 @@ class TestVectors:
         ):
             canonical(case["input"])
 
-    def test_receipt_hashes(self, vectors: Path, subtests: Any) -> None:
+    def test_receipt_hashes(self, vectors: Path, subtests: pytest.Subtests) -> None:
         """Receipts given as written hash to their expected SHA-256 when canonical."""
         hashes: dict[str, str] = {}
         for case in _receipts(vectors):
@@ -195,7 +199,7 @@ class TestMatchesReference:
         assert canonical(value) == b'{"a":{"c":""},"b":[1,true,null]}'
 
 
-class StrEnum(enum.StrEnum):
+class EntryKind(enum.StrEnum):
     """A string enum, which is a str subclass."""
 
     OPENED = "task.opened"
@@ -268,7 +272,7 @@ class TestRefusals:
             (b"raw", "bytes"),
             (decimal.Decimal("1.5"), "Decimal"),
             (datetime.datetime(2026, 12, 3, tzinfo=datetime.UTC), "datetime"),
-            (StrEnum.OPENED, "StrEnum"),
+            (EntryKind.OPENED, "EntryKind"),
             (collections.OrderedDict(a=1), "OrderedDict"),
         ],
     )

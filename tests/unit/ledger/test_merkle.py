@@ -114,7 +114,9 @@ def size_pairs(draw: st.DrawFn) -> tuple[int, int]:
 class TestHasher:
     """The RFC 6962 hashing primitives match the transparency-dev vectors."""
 
-    def test_every_hasher_vector(self, vectors: Path, subtests: Any) -> None:
+    def test_every_hasher_vector(
+        self, vectors: Path, subtests: pytest.Subtests
+    ) -> None:
         """Empty root, leaf and node hashes equal every vector."""
         for case in _load(vectors, "rfc6962/hasher.json")["vectors"]:
             with subtests.test(msg=case["desc"]):
@@ -176,7 +178,7 @@ class TestTree8:
         assert len(got) == len(completed)
         assert got == self._lookup(tree8, 8)
 
-    def test_inclusion_proofs(self, tree8: Any, subtests: Any) -> None:
+    def test_inclusion_proofs(self, tree8: Any, subtests: pytest.Subtests) -> None:
         """Each vector inclusion proof verifies and equals the planned proof."""
         roots = _hexes(tree8["root_hashes_hex"])
         leaves = _hexes(tree8["node_hashes_hex"][0])
@@ -188,7 +190,7 @@ class TestTree8:
                 plan = merkle.inclusion_plan(index, size)
                 assert merkle.build_proof(plan, self._lookup(tree8, size)) == proof
 
-    def test_consistency_proofs(self, tree8: Any, subtests: Any) -> None:
+    def test_consistency_proofs(self, tree8: Any, subtests: pytest.Subtests) -> None:
         """Each vector consistency proof verifies and equals the planned proof."""
         roots = _hexes(tree8["root_hashes_hex"])
         for case in tree8["consistency_proofs"]:
@@ -203,7 +205,7 @@ class TestTree8:
 class TestInclusionProbes:
     """Every transparency-dev inclusion probe is accepted or refused as it says."""
 
-    def test_every_probe(self, vectors: Path, subtests: Any) -> None:
+    def test_every_probe(self, vectors: Path, subtests: pytest.Subtests) -> None:
         """A probe passes when wantErr is false and raises ProofError when true."""
         probes = _load(vectors, "merkle-probes/inclusion.json")["probes"]
         assert len(probes) == 98
@@ -226,7 +228,7 @@ class TestInclusionProbes:
 class TestConsistencyProbes:
     """Every transparency-dev consistency probe is accepted or refused as it says."""
 
-    def test_every_probe(self, vectors: Path, subtests: Any) -> None:
+    def test_every_probe(self, vectors: Path, subtests: pytest.Subtests) -> None:
         """A probe passes when wantErr is false and raises ProofError when true."""
         probes = _load(vectors, "merkle-probes/consistency.json")["probes"]
         assert len(probes) == 98

@@ -1,4 +1,4 @@
-"""Fixtures for the vault tests: a master key, a vault in a temporary folder, a canary."""
+"""Fixtures for the vault tests: a master key, a vault in a temporary folder."""
 
 from __future__ import annotations
 

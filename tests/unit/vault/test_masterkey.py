@@ -74,7 +74,9 @@ class TestFromFile:
         path = tmp_path / "master.key"
         path.write_bytes(b"k" * size)
         path.chmod(0o600)
-        with pytest.raises(VaultError, match=f"holds {size} bytes, expected exactly 32"):
+        with pytest.raises(
+            VaultError, match=f"holds {size} bytes, expected exactly 32"
+        ):
             MasterKey.from_file(path)
 
     def test_missing_file(self, tmp_path: Path) -> None:

@@ -341,7 +341,9 @@ class TestValues:
     @pytest.mark.parametrize("value", ["", "Q", "1234567"])
     def test_short_value_refused(self, vault: Vault, value: str) -> None:
         """Values under 8 characters are refused, naming the secret only."""
-        with pytest.raises(VaultError, match="'pin' is too short to redact: .* at least 8") as caught:
+        with pytest.raises(
+            VaultError, match=r"'pin' is too short to redact: .* at least 8"
+        ) as caught:
             vault.set("pin", value)
         if value:
             assert value not in str(caught.value)
