@@ -122,7 +122,8 @@ def read_folder(folder: Path) -> tuple[dict[str, str], list[Problem]]:
     problems: list[Problem] = []
     for name in names:
         path = folder / name
-        if name == ENTITIES and not path.exists():
+        # A missing schema is reported by _build, with the other problems.
+        if name in {SCHEMA, ENTITIES} and not path.exists():
             continue
         try:
             parts[name] = path.read_text(encoding="utf-8")

@@ -89,8 +89,7 @@ def create_person(email: str, roles: Iterable[Role | str]) -> tuple[Person, str]
 
     Raises AuthError when the email is not an address or a role is unknown.
     """
-    key_id = secrets.token_hex(_KEY_ID_HEX // 2)
-    api_key = f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(_KEY_SECRET_BYTES)}"
+    key_id, api_key = _new_key()
     person = Person(normalise_email(email), parse_roles(roles), key_id, _now())
 
     return person, api_key
@@ -151,8 +150,8 @@ class People:
         with locked(self._path):
             records = self._load(stamp(self._path))
             old = _find(records, address).person
-            person, api_key = create_person(address, old.roles)
-            renewed = Person(address, old.roles, person.key_id, old.created)
+            key_id, api_key = _new_key()
+            renewed = Person(address, old.roles, key_id, old.created)
             self._save({**records, address: _Record(renewed, _digest(api_key))})
 
         return api_key
@@ -257,6 +256,14 @@ def _find(records: Mapping[str, _Record], email: str) -> _Record:
         raise AuthError(f"no person {email}")
 
     return record
+
+
+def _new_key() -> tuple[str, str]:
+    """Return a fresh key id and the API key that carries it."""
+    key_id = secrets.token_hex(_KEY_ID_HEX // 2)
+    secret = secrets.token_urlsafe(_KEY_SECRET_BYTES)
+
+    return key_id, f"{KEY_PREFIX}{key_id}_{secret}"
 
 
 def _digest(api_key: str) -> str:

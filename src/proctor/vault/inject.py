@@ -124,7 +124,10 @@ class Injection:
 
 @dataclass(frozen=True, repr=False)
 class Outbound:
-    """The parts of an outgoing call a secret can go into; its repr shows names only."""
+    """The parts of an outgoing call a secret can go into; its repr shows names only.
+
+    Query pairs are decoded text: whoever builds the URL percent-encodes them.
+    """
 
     headers: Mapping[str, str] = field(default_factory=dict)
     query: tuple[tuple[str, str], ...] = ()

@@ -67,6 +67,7 @@ DEFAULT_SENSITIVE_SUFFIXES = frozenset(
 # Leftmost-first matching cannot see a value hidden across the edge of a marker it
 # just wrote, so scrubbing repeats; after this many passes the whole text goes.
 _MAX_PASSES = 4
+_MAX_VERDICTS = 4096
 
 # Percent-encodings as Python's quote (everything reserved, or "/" left alone) and
 # JavaScript's encodeURIComponent write them.
@@ -102,15 +103,14 @@ def encoded_forms(value: str) -> frozenset[str]:
 def is_sensitive_name(
     name: str | bytes,
     *,
-    fields: frozenset[str] = DEFAULT_SENSITIVE_FIELDS,
-    suffixes: frozenset[str] = DEFAULT_SENSITIVE_SUFFIXES,
+    fields: Iterable[str] = DEFAULT_SENSITIVE_FIELDS,
+    suffixes: Iterable[str] = DEFAULT_SENSITIVE_SUFFIXES,
 ) -> bool:
     """Tell whether a field called ``name`` holds a credential, whatever its value."""
     key = _normalise(name)
-    if key in fields:
-        return True
+    endings = tuple("_" + _normalise(suffix) for suffix in suffixes)
 
-    return any(key.endswith("_" + suffix) for suffix in suffixes)
+    return key in {_normalise(field) for field in fields} or key.endswith(endings)
 
 
 class Redactor:
@@ -131,7 +131,8 @@ class Redactor:
     ) -> None:
         """Compile; raises VaultError for a value ``check_value`` refuses."""
         self._fields = frozenset(_normalise(field) for field in field_names)
-        self._suffixes = frozenset(_normalise(suffix) for suffix in field_suffixes)
+        self._endings = tuple("_" + _normalise(suffix) for suffix in field_suffixes)
+        self._verdicts: dict[str | bytes, bool] = {}
         names = _name_table([("", value) for value in values] + list(named))
         self._markers = {form: _marker(name) for form, name in names.items()}
         self._text = _alternation(names)
@@ -202,8 +203,17 @@ class Redactor:
         """Tell whether a field called ``name`` is removed whatever its value."""
         if not isinstance(name, str | bytes):
             return False
+        verdict = self._verdicts.get(name)
+        if verdict is None:
+            # The same few names recur in every call; the memo is bounded because
+            # names also come from bodies the agent or upstream chose.
+            if len(self._verdicts) >= _MAX_VERDICTS:
+                self._verdicts.clear()
+            key = _normalise(name)
+            verdict = key in self._fields or key.endswith(self._endings)
+            self._verdicts[name] = verdict
 
-        return is_sensitive_name(name, fields=self._fields, suffixes=self._suffixes)
+        return verdict
 
     def _field(self, name: object, value: object) -> object:
         if self.is_sensitive(name):
@@ -350,6 +360,7 @@ def _base64_forms(data: bytes) -> set[str]:
 
 
 def _normalise(name: str | bytes) -> str:
+    # Raw header names arrive as bytes; latin-1 maps every byte to one character.
     text = name.decode("latin-1") if isinstance(name, bytes) else name
     return text.strip().lower().replace("-", "_")
 

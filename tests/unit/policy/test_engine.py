@@ -89,6 +89,8 @@ def payment(amount: int, vendor: str = "acme") -> dict[str, object]:
 
 
 class TestAllow:
+    """A call the scope permits and nothing forbids goes ahead."""
+
     def test_reading_an_invoice_is_allowed(self, decide: Decide) -> None:
         """A call the scope permits and nothing forbids is allowed, naming it."""
         decision = decide("invoices", READ, INVOICE)
@@ -123,6 +125,8 @@ class TestAllow:
 
 
 class TestBreach:
+    """A call the scope does not permit is denied and flagged as a breach."""
+
     @pytest.mark.parametrize(
         ("action", "resource", "context"),
         [
@@ -164,6 +168,8 @@ class TestBreach:
 
 
 class TestOrganisationForbids:
+    """Organisation forbids deny calls in scope without a breach."""
+
     def test_an_organisation_forbid_denies_a_call_in_scope(
         self, decide: Decide
     ) -> None:
@@ -202,6 +208,8 @@ class TestOrganisationForbids:
 
 
 class TestApproval:
+    """Approval-gated policies give needs-approval until the roles approve."""
+
     def test_a_payment_over_the_scope_threshold_needs_a_controller(
         self, decide: Decide
     ) -> None:
@@ -292,6 +300,8 @@ class TestApproval:
 
 
 class TestFailClosed:
+    """Whatever cannot be decided cleanly is denied, saying why."""
+
     def test_an_unknown_principal_is_denied(self, decide: Decide) -> None:
         """Cedar would silently deny; Proctor denies and says whom it did not know."""
         decision = decide("invoices", READ, INVOICE, agent="mallory")
@@ -417,6 +427,8 @@ class TestFailClosed:
 
 
 class TestLoading:
+    """Unusable policies and scopes are refused before any decision."""
+
     def test_a_policy_without_an_id_is_refused(self, tmp_path: Path) -> None:
         """cedarpy names policies by position unless every one has an @id."""
         folder = copy_org(tmp_path)
@@ -466,6 +478,8 @@ class TestLoading:
 
 
 class TestDigest:
+    """The policy-set digest is stable and changes with any text."""
+
     def test_the_digest_is_stable(self, org: OrgPolicies) -> None:
         """Loading the same folder twice gives the same digest."""
         assert OrgPolicies.load(ASSETS / "org").digest == org.digest
@@ -542,6 +556,8 @@ class CountingParses:
 
 
 class TestParseOnce:
+    """Cedar text is parsed once per policy set and scope, never per call."""
+
     def test_deciding_parses_nothing(
         self, engine: Engine, monkeypatch: pytest.MonkeyPatch
     ) -> None:

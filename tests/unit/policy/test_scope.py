@@ -36,6 +36,8 @@ def allows(cedar: str, context: dict[str, object], action: str = PAY) -> bool:
 
 
 class TestActions:
+    """Rules name their actions and resource in the permit's scope."""
+
     def test_one_action_compiles_to_an_equality(self) -> None:
         """A single action uid becomes `action ==` in a permit with the rule's @id."""
         cedar = compile_toml(f"[[allow]]\nid = 'read'\naction = '{READ}'\n")
@@ -72,6 +74,8 @@ class TestActions:
 
 
 class TestLimits:
+    """when tables become conditions on the context."""
+
     SCOPE = f"""
 [[allow]]
 action = '{PAY}'
@@ -147,6 +151,8 @@ when = {{ amount = {{ min = 10, max = 500 }}, vendor = {{ in = ["acme", "globex"
 
 
 class TestApproval:
+    """approval compiles to the @approval permit pattern."""
+
     def test_a_role_gates_every_call_of_the_rule(self) -> None:
         """approval = "role" annotates the permit and requires context.approved."""
         cedar = compile_toml(RULE + "approval = 'controller'\n")
@@ -181,6 +187,8 @@ class TestApproval:
 
 
 class TestRawCedar:
+    """A scope may carry or be raw Cedar."""
+
     def test_raw_cedar_is_appended(self) -> None:
         """The cedar key's policies follow the compiled rules unchanged."""
         raw = '@id("no-ops") forbid (principal, action, resource);\n'
@@ -200,6 +208,8 @@ class TestRawCedar:
 
 
 class TestRefusals:
+    """A scope the form cannot express is refused with a reason."""
+
     @pytest.mark.parametrize(
         ("text", "match"),
         [
@@ -296,6 +306,8 @@ class TestRefusals:
 
 
 class TestDigest:
+    """The scope digest follows the compiled Cedar."""
+
     def test_the_digest_covers_the_compiled_cedar(self) -> None:
         """The scope digest is the canonical digest of its Cedar under scope.cedar."""
         scope = Scope.from_toml((ASSETS / "scopes" / "invoices.toml").read_text())
@@ -319,6 +331,8 @@ class TestDigest:
 
 
 class TestStrings:
+    """Strings reach Cedar unchanged."""
+
     @given(st.text(st.characters(exclude_categories=["Cs"])))
     def test_any_string_limit_matches_exactly_itself(self, value: str) -> None:
         """cedar_string escapes any text so Cedar compares it exactly."""
