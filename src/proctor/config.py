@@ -12,6 +12,7 @@ from typing import Any
 from proctor.errors import ConfigError
 
 DATABASE_URL_ENV = "PROCTOR_DATABASE_URL"
+DATABASE_SCHEMA_ENV = "PROCTOR_DATABASE_SCHEMA"
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,7 @@ class LedgerConfig:
     checkpoint_every: int = 1000
     checkpoint_interval: float = 10.0
     database_url: str | None = None
+    database_schema: str = "proctor"
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any]) -> LedgerConfig:
@@ -36,8 +38,66 @@ class LedgerConfig:
         url = os.environ.get(DATABASE_URL_ENV) or table.get("database_url")
         if url is not None and not isinstance(url, str):
             raise ConfigError("[ledger] database_url must be a string")
+        schema = os.environ.get(DATABASE_SCHEMA_ENV) or table.get("database_schema")
+        if schema is not None and (not isinstance(schema, str) or not schema):
+            raise ConfigError("[ledger] database_schema must be a non-empty string")
 
-        return cls(origin, int(every), float(interval), url or None)
+        return cls(
+            origin, int(every), float(interval), url or None, schema or "proctor"
+        )
+
+
+@dataclass(frozen=True)
+class AuthorityConfig:
+    """Lifetimes and duties from ``[authority]``; minutes in the file."""
+
+    task_ttl: float = 480.0
+    token_ttl: float = 15.0
+    approval_ttl: float = 30.0
+    user_may_approve: bool = False
+    quarantine_on_breach: bool = True
+    webhook: str | None = None
+
+    @classmethod
+    def from_table(cls, table: Mapping[str, Any]) -> AuthorityConfig:
+        """Build from the ``[authority]`` table; raises ConfigError."""
+        task, token, approval = (
+            _number(table, key, getattr(cls, key), float, "authority")
+            for key in ("task_ttl", "token_ttl", "approval_ttl")
+        )
+        if min(task, token, approval) <= 0:
+            raise ConfigError("[authority] lifetimes must be positive minutes")
+        webhook = table.get("webhook")
+        if webhook is not None and not isinstance(webhook, str):
+            raise ConfigError("[authority] webhook must be a URL string")
+
+        return cls(
+            task,
+            token,
+            approval,
+            _flag(table, "user_may_approve", cls.user_may_approve),
+            _flag(table, "quarantine_on_breach", cls.quarantine_on_breach),
+            webhook or None,
+        )
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Where ``proctor serve`` listens, from ``[serve]``: loopback by default."""
+
+    host: str = "127.0.0.1"
+    port: int = 8750
+
+    @classmethod
+    def from_table(cls, table: Mapping[str, Any]) -> ServeConfig:
+        host = table.get("host", cls.host)
+        if not isinstance(host, str) or not host:
+            raise ConfigError("[serve] host must be a string")
+        port = int(_number(table, "port", cls.port, int, "serve"))
+        if not 0 < port < 65536:
+            raise ConfigError(f"[serve] port must be 1-65535, got {port}")
+
+        return cls(host, port)
 
 
 @dataclass(frozen=True)
@@ -45,6 +105,8 @@ class Config:
     """The whole of proctor.toml, one typed part per concept."""
 
     ledger: LedgerConfig
+    authority: AuthorityConfig
+    serve: ServeConfig
     raw: Mapping[str, Any]
 
     @classmethod
@@ -62,14 +124,39 @@ class Config:
         if not isinstance(ledger, dict):
             raise ConfigError(f"{path} has no [ledger] table")
 
-        return cls(LedgerConfig.from_table(ledger), raw)
+        return cls(
+            LedgerConfig.from_table(ledger),
+            AuthorityConfig.from_table(_table(raw, "authority")),
+            ServeConfig.from_table(_table(raw, "serve")),
+            raw,
+        )
 
 
-def _number(table: Mapping[str, Any], key: str, default: float, kind: type) -> float:
+def _table(raw: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    table = raw.get(name, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"[{name}] must be a table")
+    return table
+
+
+def _number(
+    table: Mapping[str, Any],
+    key: str,
+    default: float,
+    kind: type,
+    section: str = "ledger",
+) -> float:
     value = table.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"[ledger] {key} must be a number, got {value!r}")
+        raise ConfigError(f"[{section}] {key} must be a number, got {value!r}")
     if kind is int and not isinstance(value, int):
-        raise ConfigError(f"[ledger] {key} must be a whole number, got {value!r}")
+        raise ConfigError(f"[{section}] {key} must be a whole number, got {value!r}")
 
     return float(value)
+
+
+def _flag(table: Mapping[str, Any], key: str, default: bool) -> bool:
+    value = table.get(key, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"[authority] {key} must be true or false, got {value!r}")
+    return value

@@ -15,6 +15,8 @@ from proctor.ledger.note import Signer, Verifier
 from proctor.storage.interface import Store
 from proctor.storage.postgres import PostgresStore
 from proctor.storage.sqlite import SqliteStore
+from proctor.tasks.token import generate_token_key
+from proctor.vault.masterkey import create_master_key, master_key_path
 
 HOME_ENV = "PROCTOR_HOME"
 DEFAULT_HOME = Path(".proctor")
@@ -30,6 +32,42 @@ checkpoint_every = 1000
 checkpoint_interval = 10
 # PostgreSQL instead of the embedded SQLite ledger (or set PROCTOR_DATABASE_URL):
 # database_url = "postgresql://proctor@127.0.0.1:5432/proctor"
+# database_schema = "proctor"    # or PROCTOR_DATABASE_SCHEMA
+
+[authority]
+# Lifetimes in minutes.
+task_ttl = 480
+token_ttl = 15
+approval_ttl = 30
+# Separation of duties: may the user who asked for a task approve its scope or calls?
+user_may_approve = false
+# Quarantine a task (its tokens stop working) the moment it breaches its scope.
+quarantine_on_breach = true
+# POST a JSON alert here on every breach:
+# webhook = "http://127.0.0.1:9000/alerts"
+
+[serve]
+host = "127.0.0.1"
+port = 8750
+"""
+
+BASE_SCHEMA = """\
+// Proctor's own types. Add your services' namespaces beside this file, and Cedar
+// policy files (*.cedar) that forbid what no task may do.
+namespace Proctor {
+  entity AgentGroup;
+  entity Agent in [AgentGroup];
+  entity Task;
+
+  // Decided when a task opens: an @approval forbid on it makes the task wait for
+  // a named approver, e.g. when
+  // context.actions.contains("Payments::Action::\\"Pay\\"").
+  action OpenTask appliesTo {
+    principal: [Agent],
+    resource: [Task],
+    context: { task: String, user: String, approved: Bool, actions: Set<String> }
+  };
+}
 """
 
 
@@ -60,6 +98,22 @@ class Home:
     def ledger_db(self) -> Path:
         return self.path / "ledger.db"
 
+    @property
+    def token_key(self) -> Path:
+        return self.path / "token.key"
+
+    @property
+    def policies(self) -> Path:
+        return self.path / "policies"
+
+    @property
+    def people(self) -> Path:
+        return self.path / "people.json"
+
+    @property
+    def vault(self) -> Path:
+        return self.path / "vault.json"
+
     def config(self) -> Config:
         """Read this home's proctor.toml; raises ConfigError."""
         return Config.load(self.config_file)
@@ -80,9 +134,9 @@ class Home:
 
     def open_store(self) -> Store:
         """Open the ledger's store: PostgreSQL when a URL is set, else SQLite."""
-        url = self.config().ledger.database_url
-        if url:
-            return PostgresStore(url)
+        config = self.config().ledger
+        if config.database_url:
+            return PostgresStore(config.database_url, schema=config.database_schema)
 
         return SqliteStore(self.ledger_db)
 
@@ -109,6 +163,12 @@ def init(home: Home, *, origin: str | None = None) -> Home:
     write_private(home.log_key, (signer.private_key_string() + "\n").encode())
     home.log_vkey.write_text(signer.verifier_key_string() + "\n", encoding="ascii")
     home.config_file.write_text(CONFIG_TEMPLATE.format(origin=origin), encoding="utf-8")
+    generate_token_key(home.token_key)
+    key_file = master_key_path(home.path)
+    if not key_file.exists():
+        create_master_key(key_file)
+    home.policies.mkdir(mode=0o700)
+    (home.policies / "schema.cedarschema").write_text(BASE_SCHEMA, encoding="utf-8")
     home.open_store().close()
 
     return home

@@ -33,7 +33,9 @@ def export_command(
     with closing(locate(home).open_store()) as store:
         latest = store.latest_checkpoint()
         if latest is None:
-            raise LedgerError("the ledger has no checkpoint yet; run `proctor checkpoint`")
+            raise LedgerError(
+                "the ledger has no checkpoint yet; run `proctor checkpoint`"
+            )
         checkpoint = export_tiles(output, store.entries(0, latest.size), latest.note)
     out.print(str(output))
     err.print(f"exported {checkpoint.size} entries as tlog-tiles to {output}")

@@ -47,6 +47,7 @@ _API_KEY = re.compile(r"pk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _EMAIL_MAX = 254  # RFC 5321 §4.5.3.1.3 bounds a path; an address fits in it
 _NO_DIGEST = "0" * 64
+_APPROVAL_ROLE = re.compile(r"[a-z][a-z0-9_-]{0,39}")
 
 
 class Role(StrEnum):
@@ -65,9 +66,18 @@ class Person:
     roles: frozenset[Role]
     key_id: str
     created: str
+    approves: frozenset[str] = frozenset()
 
     def has_role(self, role: Role) -> bool:
         return role in self.roles
+
+    def may_approve(self, approval_role: str) -> bool:
+        """Tell whether this person is a named approver for ``approval_role``.
+
+        Policies name approval roles (``@approval("controller")``); a person fills
+        one only as an approver who was given that name.
+        """
+        return Role.APPROVER in self.roles and approval_role in self.approves
 
 
 @dataclass(frozen=True)
@@ -78,19 +88,28 @@ class _Record:
     def to_json(self) -> dict[str, object]:
         return {
             "roles": sorted(self.person.roles),
+            "approves": sorted(self.person.approves),
             "key_id": self.person.key_id,
             "key_sha256": self.key_sha256,
             "created": self.person.created,
         }
 
 
-def create_person(email: str, roles: Iterable[Role | str]) -> tuple[Person, str]:
+def create_person(
+    email: str, roles: Iterable[Role | str], approves: Iterable[str] = ()
+) -> tuple[Person, str]:
     """Return a new person and their API key, which exists nowhere else.
 
     Raises AuthError when the email is not an address or a role is unknown.
     """
     key_id, api_key = _new_key()
-    person = Person(normalise_email(email), parse_roles(roles), key_id, _now())
+    person = Person(
+        normalise_email(email),
+        parse_roles(roles),
+        key_id,
+        _now(),
+        parse_approval_roles(approves),
+    )
 
     return person, api_key
 
@@ -119,6 +138,17 @@ def parse_roles(roles: Iterable[Role | str]) -> frozenset[Role]:
     return frozenset(parsed)
 
 
+def parse_approval_roles(names: Iterable[str]) -> frozenset[str]:
+    """Return the approval role names; raises AuthError for a malformed one."""
+    parsed = frozenset(names)
+    for name in parsed:
+        if not _APPROVAL_ROLE.fullmatch(name):
+            raise AuthError(
+                f"approval role {name[:40]!r} must be a short lowercase name"
+            )
+    return parsed
+
+
 class People:
     """The people in one ``people.json``.
 
@@ -130,12 +160,16 @@ class People:
         self._path = path
         self._cache: tuple[Stamp, dict[str, _Record]] | None = None
 
-    def add(self, email: str, roles: Iterable[Role | str]) -> str:
+    def add(
+        self, email: str, roles: Iterable[Role | str], approves: Iterable[str] = ()
+    ) -> str:
         """Add a person and return their API key: show it once, it is not kept.
 
-        Raises AuthError when the email is taken or invalid or a role unknown.
+        ``approves`` names the approval roles of policies (``controller``) that
+        the person fills. Raises AuthError when the email is taken or invalid or a
+        role unknown.
         """
-        person, api_key = create_person(email, roles)
+        person, api_key = create_person(email, roles, approves)
         with locked(self._path):
             records = self._load(stamp(self._path))
             if person.email in records:
@@ -151,7 +185,7 @@ class People:
             records = self._load(stamp(self._path))
             old = _find(records, address).person
             key_id, api_key = _new_key()
-            renewed = Person(address, old.roles, key_id, old.created)
+            renewed = Person(address, old.roles, key_id, old.created, old.approves)
             self._save({**records, address: _Record(renewed, _digest(api_key))})
 
         return api_key
@@ -235,8 +269,17 @@ class People:
             and isinstance(roles, list)
         ):
             raise ConfigError(f"{self._path}: {email} lacks roles, key id or digest")
+        approves = raw.get("approves", [])
+        if not isinstance(approves, list):
+            raise ConfigError(f"{self._path}: {email} approves is not a list")
         try:
-            person = Person(email, parse_roles(roles), key_id, created)
+            person = Person(
+                email,
+                parse_roles(roles),
+                key_id,
+                created,
+                parse_approval_roles(approves),
+            )
         except AuthError as exc:
             raise ConfigError(f"{self._path}: {email}: {exc}") from exc
 

@@ -220,6 +220,7 @@ class TestLoad:
             "org-payments-by-finance-bots",
             "org-cfo-over-100k",
             "org-frozen-accounts",
+            "org-payment-scopes-need-controller",
         ]
         assert org.ids == frozenset(info.id for info in org.infos)
 

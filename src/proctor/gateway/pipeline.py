@@ -1,0 +1,479 @@
+"""The pipeline of one call, shared by every front door: authenticate, decide, handle
+approvals and breaches, and record the decision durably before anything is forwarded.
+
+A door parses and classifies a request into a :class:`Call`; the pipeline answers with
+a :class:`Verdict`. Only an allowing verdict lets the door inject the credential and
+forward, and it then reports the outcome with :meth:`Pipeline.complete`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from proctor import kinds
+from proctor.errors import (
+    LedgerError,
+    PolicyError,
+    StoreError,
+    TaskError,
+    TokenError,
+    VaultError,
+)
+from proctor.gateway.alerts import Alerts
+from proctor.policy import ActiveTask, Decision, Engine, Outcome, Request
+from proctor.tasks.service import TaskService
+from proctor.tasks.state import Approval, ApprovalState, Task
+from proctor.tasks.token import TaskClaims
+from proctor.vault import Vault
+
+log = logging.getLogger(__name__)
+
+UNMAPPED = 'Proctor::Action::"Unmapped"'
+WAIT_STEP = 0.2
+
+
+@dataclass(frozen=True)
+class Call:
+    """One classified call, as a front door saw it (secrets not yet removed)."""
+
+    door: str
+    target: str
+    action: str
+    resource: str
+    context: Mapping[str, object]
+    request: Mapping[str, object]
+    digest: str
+    credential: str | None = None
+    approval: str | None = None
+    note: str | None = None
+    trace: str | None = None
+    tool_call: str | None = None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the pipeline says about one call."""
+
+    allowed: bool
+    status: int
+    entry: int | None
+    outcome: str
+    reason: str
+    action: str | None = None
+    policies: tuple[str, ...] = ()
+    approval: str | None = None
+    breach: int | None = None
+    task: str | None = None
+    started: float = field(default=0.0, compare=False)
+
+    def body(self) -> dict[str, Any]:
+        """The JSON body of a refusal: what was decided, why, and where to look."""
+        body: dict[str, Any] = {
+            "error": self.outcome,
+            "reason": self.reason,
+            "action": self.action,
+            "policies": list(self.policies),
+            "entry": self.entry,
+        }
+        if self.approval is not None:
+            body["approval"] = self.approval
+        if self.breach is not None:
+            body["breach"] = self.breach
+        return body
+
+
+class Pipeline:
+    """Decides and records every call for one home."""
+
+    def __init__(
+        self, service: TaskService, *, alerts: Alerts, vault: Vault | None = None
+    ) -> None:
+        self.service = service
+        self.alerts = alerts
+        self._vault = vault
+        self._engines: dict[tuple[str, str, str], Engine] = {}
+        self._claimed: set[str] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def ledger_size(self) -> int:
+        return self.service.ledger.size
+
+    def secret(self, name: str) -> str:
+        """The real credential for injection; raises VaultError when it is missing."""
+        if self._vault is None:
+            raise VaultError(f"no vault is open, so secret {name!r} cannot be injected")
+        return self._vault.get(name)
+
+    def scrub(self, value: object) -> object:
+        """Remove every vault value and every sensitive field from ``value``."""
+        return self.service.redactor.scrub(value)
+
+    async def authenticate(
+        self,
+        token: str | None,
+        *,
+        door: str,
+        target: str,
+        request: Mapping[str, object],
+    ) -> TaskClaims | Verdict:
+        """Check the task token; a refusal is recorded and answered with 401."""
+        if token:
+            try:
+                claims, _ = self.service.authenticate(token)
+            except TokenError as exc:
+                reason = str(exc)
+            else:
+                return claims
+        else:
+            reason = "no task token: send Authorization: Bearer <task token>"
+        fields = {
+            "door": door,
+            "target": target,
+            "reason": reason,
+            "request": self.scrub(dict(request)),
+        }
+        entry = await self._record(kinds.AUTH_REFUSED, fields)
+        status = 401 if entry is not None else 503
+
+        return Verdict(False, status, entry, "unauthenticated", reason)
+
+    async def authorize(
+        self, claims: TaskClaims, call: Call, *, wait: float = 0.0
+    ) -> Verdict:
+        """Decide the call and record the decision durably before answering.
+
+        With ``wait`` > 0 a call that needs approval is held until an approver
+        decides or the wait runs out, then decided again with that approval.
+        """
+        verdict = await self._authorize(claims, call)
+        if (
+            verdict.outcome != Outcome.NEEDS_APPROVAL
+            or wait <= 0
+            or not verdict.approval
+        ):
+            return verdict
+        if await self._wait_for(verdict.approval, wait):
+            retry = replace(call, approval=verdict.approval)
+            return await self._authorize(claims, retry)
+        return verdict
+
+    async def complete(
+        self,
+        verdict: Verdict,
+        *,
+        status: int | None,
+        size: int,
+        digest: str | None,
+        latency_us: int,
+        error: str | None = None,
+    ) -> None:
+        """Record what came back from upstream; never raises into the door."""
+        fields: dict[str, Any] = {
+            "task": verdict.task,
+            "decision": verdict.entry,
+            "status": status,
+            "size": size,
+            "digest": digest,
+            "latency_us": latency_us,
+        }
+        if error is not None:
+            fields["error"] = str(self.scrub(error))
+        await self._record(kinds.CALL_COMPLETED, fields)
+
+    # Deciding
+
+    async def _authorize(self, claims: TaskClaims, call: Call) -> Verdict:
+        try:
+            task = self.service.require_task(claims.task)
+        except TaskError as exc:
+            return Verdict(False, 401, None, "unauthenticated", str(exc))
+        approval, problem = self._approval_for(task, call)
+        if problem is not None:
+            return await self._refuse_approval(task, call, approval, problem)
+        decision = self._decide(task, call, approval)
+        return await self._record_decision(task, call, decision, approval)
+
+    def _decide(self, task: Task, call: Call, approval: Approval | None) -> Decision:
+        if call.action == UNMAPPED:
+            return Decision(
+                Outcome.DENY,
+                "this route is not mapped to an action; unmapped routes are denied",
+                self.service.org.digest,
+                task.scope_digest,
+            )
+        roles = frozenset(approval.granted_roles) if approval else frozenset()
+        request = Request(
+            agent=task.agent,
+            user=task.user,
+            task=task.id,
+            action=call.action,
+            resource=call.resource,
+            context=call.context,
+            approvals=roles,
+        )
+
+        return self._engine(task).decide(request)
+
+    def _engine(self, task: Task) -> Engine:
+        org = self.service.org
+        key = (org.digest, task.id, task.scope_digest)
+        with self._lock:
+            engine = self._engines.get(key)
+            if engine is None:
+                scope = self.service.scope_of(task)
+                active = ActiveTask(task.id, task.agent, task.user, scope)
+                previous = next(iter(self._engines.values()), None)
+                engine = Engine(org, [active], previous=previous)
+                self._engines[key] = engine
+        return engine
+
+    def _approval_for(
+        self, task: Task, call: Call
+    ) -> tuple[Approval | None, str | None]:
+        if not call.approval:
+            return None, None
+        approval = self.service.authority.approval(call.approval)
+        if approval is None or approval.task != task.id:
+            return None, f"approval {call.approval} is not one of task {task.id}'s"
+        if approval.request_digest != call.digest or approval.action != call.action:
+            return approval, (
+                f"approval {approval.id} was given for a different request; "
+                "it releases only the exact call it names"
+            )
+        return approval, self._claim(approval)
+
+    def _claim(self, approval: Approval) -> str | None:
+        # Single use: the first call to present a granted approval holds it.
+        state = approval.state_at(_now())
+        if state is ApprovalState.PENDING:
+            return f"approval {approval.id} is still waiting for an approver"
+        if state is not ApprovalState.GRANTED:
+            return f"approval {approval.id} is {state}"
+        with self._lock:
+            if approval.id in self._claimed:
+                return f"approval {approval.id} has already been used"
+            self._claimed.add(approval.id)
+        return None
+
+    # Recording
+
+    async def _record_decision(
+        self, task: Task, call: Call, decision: Decision, approval: Approval | None
+    ) -> Verdict:
+        approval_id = approval.id if approval else None
+        if decision.outcome is Outcome.NEEDS_APPROVAL:
+            approval_id = "apr_" + secrets.token_hex(8)
+        fields = self._decision_fields(task, call, decision, approval_id)
+        entry = await self._record(kinds.DECISION, fields)
+        if entry is None:
+            self._release(approval)
+            return self._unavailable(task, call)
+        if decision.outcome is Outcome.NEEDS_APPROVAL and approval_id:
+            return await self._ask_approval(task, call, decision, entry, approval_id)
+        if decision.outcome is Outcome.ALLOW:
+            return Verdict(
+                True,
+                200,
+                entry,
+                "allow",
+                decision.reason,
+                call.action,
+                decision.policy_ids,
+                approval_id,
+                task=task.id,
+            )
+        self._release(approval)
+        breach = (
+            await self._breach(task, call, decision, entry)
+            if decision.is_breach
+            else None
+        )
+
+        return Verdict(
+            False,
+            403,
+            entry,
+            "deny",
+            decision.reason,
+            call.action,
+            decision.policy_ids,
+            approval_id,
+            breach,
+            task=task.id,
+        )
+
+    def _decision_fields(
+        self, task: Task, call: Call, decision: Decision, approval: str | None
+    ) -> dict[str, Any]:
+        published = self.service.authority.published_policy()
+        fields: dict[str, Any] = {
+            "task": task.id,
+            "agent": task.agent,
+            "user": task.user,
+            "task_opened": task.opened,
+            "scope": task.scope_digest,
+            "scope_approved": task.approved,
+            "scope_approver": task.approver,
+            "door": call.door,
+            "target": call.target,
+            "action": call.action,
+            "resource": call.resource,
+            "context": self.scrub(dict(call.context)),
+            "request": self.scrub(dict(call.request)),
+            "request_digest": call.digest,
+            "credential": call.credential,
+            "outcome": decision.outcome.value,
+            "reason": str(self.scrub(decision.reason)),
+            "policies": list(decision.policy_ids),
+            "policy_set": decision.policy_set,
+            "policy_entry": published[0] if published else None,
+            "errors": [str(self.scrub(error)) for error in decision.errors],
+            "breach": decision.is_breach,
+            "approval": approval,
+            "reasoning": self.service.authority.pending_reasoning(task.id),
+        }
+        for key in ("note", "trace", "tool_call"):
+            value = getattr(call, key)
+            if value:
+                fields[key] = str(self.scrub(value))
+        return fields
+
+    async def _ask_approval(
+        self, task: Task, call: Call, decision: Decision, entry: int, approval_id: str
+    ) -> Verdict:
+        expires = _now() + self.service.rules.approval_ttl
+        fields = {
+            "approval": approval_id,
+            "task": task.id,
+            "agent": task.agent,
+            "user": task.user,
+            "action": call.action,
+            "resource": call.resource,
+            "request_digest": call.digest,
+            "context": self.scrub(dict(call.context)),
+            "roles": list(decision.approvers),
+            "policies": list(decision.policy_ids),
+            "reason": str(self.scrub(decision.reason)),
+            "expires": expires.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "decision": entry,
+        }
+        if await self._record(kinds.APPROVAL_REQUESTED, fields) is None:
+            return self._unavailable(task, call)
+        retry = f"retry with Proctor-Approval: {approval_id} once approved"
+        reason = f"{decision.reason}; {retry}"
+
+        return Verdict(
+            False,
+            428,
+            entry,
+            "needs_approval",
+            reason,
+            call.action,
+            decision.policy_ids,
+            approval_id,
+            task=task.id,
+        )
+
+    async def _refuse_approval(
+        self, task: Task, call: Call, approval: Approval | None, problem: str
+    ) -> Verdict:
+        waiting = (
+            approval is not None and approval.state_at(_now()) is ApprovalState.PENDING
+        )
+        outcome = Outcome.NEEDS_APPROVAL if waiting else Outcome.DENY
+        decision = Decision(
+            outcome, problem, self.service.org.digest, task.scope_digest
+        )
+        fields = self._decision_fields(task, call, decision, call.approval)
+        entry = await self._record(kinds.DECISION, fields)
+        if entry is None:
+            return self._unavailable(task, call)
+        status = 428 if waiting else 409
+
+        return Verdict(
+            False,
+            status,
+            entry,
+            outcome.value,
+            problem,
+            call.action,
+            approval=call.approval,
+            task=task.id,
+        )
+
+    async def _breach(
+        self, task: Task, call: Call, decision: Decision, entry: int
+    ) -> int | None:
+        quarantine = self.service.rules.quarantine_on_breach
+        fields = {
+            "task": task.id,
+            "agent": task.agent,
+            "user": task.user,
+            "decision": entry,
+            "action": call.action,
+            "resource": call.resource,
+            "scope": task.scope_digest,
+            "scope_entry": task.approved if task.approved is not None else task.opened,
+            "policies": list(decision.policy_ids),
+            "reason": str(self.scrub(decision.reason)),
+            "quarantine": quarantine,
+        }
+        breach = await self._record(kinds.BREACH, fields)
+        if breach is None:
+            return None
+        await self.alerts.breach({**fields, "entry": breach})
+        if quarantine:
+            reason = f"breach at entry {breach}: {call.action} is outside the scope"
+            await asyncio.to_thread(
+                self.service.quarantine, task.id, reason=reason, breach=breach
+            )
+        return breach
+
+    async def _record(self, kind: str, fields: Mapping[str, Any]) -> int | None:
+        try:
+            receipt = await self.service.ledger.append_async(kind, fields)
+        except (LedgerError, StoreError) as exc:
+            log.error("ledger refused an entry type=%s error=%s", kind, exc)
+            return None
+        self.service.authority.observe(receipt.index)
+
+        return receipt.index
+
+    def _unavailable(self, task: Task, call: Call) -> Verdict:
+        reason = "the ledger cannot record this call, so it was not sent"
+        return Verdict(
+            False, 503, None, "unavailable", reason, call.action, task=task.id
+        )
+
+    def _release(self, approval: Approval | None) -> None:
+        if approval is not None:
+            with self._lock:
+                self._claimed.discard(approval.id)
+
+    async def _wait_for(self, approval_id: str, wait: float) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while loop.time() < deadline:
+            await asyncio.sleep(WAIT_STEP)
+            try:
+                approval = self.service.require_approval(approval_id)
+            except (TaskError, PolicyError):
+                return False
+            state = approval.state_at(_now())
+            if state is ApprovalState.GRANTED:
+                return True
+            if state is not ApprovalState.PENDING:
+                return False
+        return False
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,112 @@
+"""Everything one home needs at run time, opened together and closed together: the
+ledger, the authority's projection and operations, people, the vault and the pipeline.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from proctor.config import Config
+from proctor.files import Stamp, stamp
+from proctor.gateway.alerts import Alerts
+from proctor.gateway.pipeline import Pipeline
+from proctor.home import Home
+from proctor.ledger.log import Ledger
+from proctor.policy import OrgPolicies
+from proctor.tasks.people import People
+from proctor.tasks.service import Rules, TaskService
+from proctor.tasks.state import Authority
+from proctor.tasks.token import load_private_key
+from proctor.vault import Redactor, Vault, load_master_key
+
+
+@dataclass
+class Secrets:
+    """The vault, with a redactor rebuilt whenever the vault file changes."""
+
+    vault: Vault
+    _stamp: Stamp | None = None
+    _redactor: Redactor = field(default_factory=Redactor)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def redactor(self) -> Redactor:
+        current = stamp(self.vault.path)
+        with self._lock:
+            if current != self._stamp:
+                self._redactor = Redactor(named=self.vault.named_values())
+                self._stamp = current
+            return self._redactor
+
+    def scrub(self, value: object) -> object:
+        """Remove every vault value, past or present, and every sensitive field."""
+        return self.redactor.scrub(value)
+
+    def scrub_text(self, text: str) -> str:
+        return self.redactor.scrub_text(text)
+
+
+@dataclass
+class Runtime:
+    """The open parts of one home."""
+
+    home: Home
+    config: Config
+    ledger: Ledger
+    service: TaskService
+    people: People
+    secrets: Secrets
+
+    @classmethod
+    def open(cls, home: Home) -> Runtime:
+        """Open the home's ledger and everything built on it; raises ProctorError."""
+        config = home.config()
+        secrets = Secrets(Vault(home.vault, load_master_key(home.path)))
+        org = OrgPolicies.load(home.policies)
+        ledger = home.open_ledger()
+        try:
+            authority = Authority(ledger.store)
+            authority.sync()
+            service = TaskService(
+                ledger,
+                authority,
+                org,
+                load_private_key(home.token_key),
+                redactor=secrets,
+                rules=rules(config),
+            )
+        except BaseException:
+            _close(ledger)
+            raise
+
+        return cls(home, config, ledger, service, People(home.people), secrets)
+
+    def pipeline(self) -> Pipeline:
+        """The pipeline that both front doors share."""
+        alerts = Alerts(self.config.authority.webhook)
+        return Pipeline(self.service, alerts=alerts, vault=self.secrets.vault)
+
+    def close(self) -> None:
+        """Write what is queued, sign a last checkpoint and close the store."""
+        _close(self.ledger)
+
+
+def rules(config: Config) -> Rules:
+    """The authority's rules from ``[authority]``."""
+    authority = config.authority
+    return Rules(
+        task_ttl=timedelta(minutes=authority.task_ttl),
+        token_ttl=timedelta(minutes=authority.token_ttl),
+        approval_ttl=timedelta(minutes=authority.approval_ttl),
+        user_may_approve=authority.user_may_approve,
+        quarantine_on_breach=authority.quarantine_on_breach,
+    )
+
+
+def _close(ledger: Ledger) -> None:
+    try:
+        ledger.close()
+    finally:
+        ledger.store.close()
