@@ -23,7 +23,7 @@ from proctor.runtime import Runtime
 from proctor.storage.interface import Batch
 from proctor.tasks.people import Person
 from proctor.tasks.service import ScopeText
-from proctor.tasks.state import ApprovalState, Task, TaskState
+from proctor.tasks.state import ApprovalState, Authority, Task, TaskState
 from proctor.tasks.token import TaskClaims
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets" / "policy"
@@ -164,8 +164,6 @@ class TestTasks:
         self, runtime: Runtime, task: Task
     ) -> None:
         """A new projection folded from the ledger alone sees the same task."""
-        from proctor.tasks.state import Authority
-
         rebuilt = Authority(runtime.ledger.store)
         rebuilt.sync()
 
@@ -176,7 +174,7 @@ class TestDecisions:
     def test_allowed_call_is_recorded_with_its_story(
         self, runtime: Runtime, task: Task
     ) -> None:
-        """An allowed call's decision entry names task, user, scope, approver, policies."""
+        """An allowed call's decision names task, user, scope, approver, policies."""
         agent = Agent(runtime, task)
         step = runtime.service.record_reasoning(
             task, "invoice inv-1 is due", source="api"

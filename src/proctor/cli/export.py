@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextlib import closing
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -14,7 +14,7 @@ from proctor.errors import LedgerError
 from proctor.ledger.tiles import export_tiles
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     tiles = "tiles"
 
 
