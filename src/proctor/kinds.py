@@ -12,6 +12,9 @@ POLICY_PUBLISHED = "policy.published"
 PERSON_ADDED = "person.added"
 """An approver, auditor or admin got a key: ``person``, ``roles``, ``key_id``."""
 
+PERSON_ROTATED = "person.rotated"
+"""A person's API key was replaced, ending the old one: ``person``, ``key_id``."""
+
 SECRET_ROTATED = "secret.rotated"
 """A vault secret got a new version: ``secret``, ``version``, ``fingerprint``."""
 

@@ -2,13 +2,14 @@
 appends loses no acknowledged entry and leaves a ledger that verifies and carries on.
 
 The writer is a real subprocess (``crash_writer.py``) on a real home, over SQLite and
-over PostgreSQL (a database of its own per test, created and dropped here).
+over PostgreSQL (a schema of its own per test, named through the environment).
 """
 
 from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -25,9 +26,8 @@ from typing import IO
 import psycopg
 import pytest
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
-from proctor.config import DATABASE_URL_ENV
+from proctor.config import DATABASE_SCHEMA_ENV, DATABASE_URL_ENV
 from proctor.home import Home, init
 from proctor.ledger import entries, merkle
 from proctor.ledger.verify import Report, verify_ledger
@@ -43,12 +43,8 @@ PG_URL = os.environ.get(
     "PROCTOR_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
 ORIGIN = "proctor.test/crash"
-CONFIG = f"""\
-[ledger]
-origin = "{ORIGIN}"
-checkpoint_every = 100
-checkpoint_interval = 0.5
-"""
+SCHEDULE = {"checkpoint_every": "100", "checkpoint_interval": "0.5"}
+"""Checkpoints often enough that the writer is killed after some were signed."""
 THREADS = 8
 WAIT = 15.0
 """Seconds to wait for the writer's acknowledgements before giving up."""
@@ -105,25 +101,22 @@ class AckReader:
 
 
 @pytest.fixture
-def postgres_database(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A fresh PostgreSQL database for this test, set as the ledger's URL."""
-    name = f"proctor_crash_{uuid.uuid4().hex[:12]}"
+def postgres_schema(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A fresh PostgreSQL schema for this test, set as the ledger's URL and schema."""
+    schema = f"proctor_crash_{uuid.uuid4().hex[:12]}"
     try:
         admin = psycopg.connect(PG_URL, autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as exc:
         pytest.fail(f"postgresql test server unreachable at {PG_URL}: {exc}")
+    monkeypatch.setenv(DATABASE_URL_ENV, PG_URL)
+    monkeypatch.setenv(DATABASE_SCHEMA_ENV, schema)
     with admin:
-        # PostgresStore qualifies every statement with its schema ("proctor" from a
-        # home), so a URL cannot move it elsewhere: isolate by database instead.
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        url = make_conninfo(PG_URL, dbname=name)
-        monkeypatch.setenv(DATABASE_URL_ENV, url)
         try:
-            yield url
+            yield schema
         finally:
             admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                    sql.Identifier(name)
+                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+                    sql.Identifier(schema)
                 )
             )
 
@@ -134,11 +127,15 @@ def crash_home(
 ) -> Home:
     """A fresh home on each backend that signs a checkpoint every 100 entries."""
     if request.param == "postgres":
-        request.getfixturevalue("postgres_database")
+        request.getfixturevalue("postgres_schema")
     else:
         monkeypatch.delenv(DATABASE_URL_ENV, raising=False)
     home = init(Home(tmp_path / "home"), origin=ORIGIN)
-    home.config_file.write_text(CONFIG, encoding="utf-8")
+    text = home.config_file.read_text(encoding="utf-8")
+    for key, value in SCHEDULE.items():
+        text, found = re.subn(rf"^{key} = .*$", f"{key} = {value}", text, flags=re.M)
+        assert found == 1, f"{key} not in the home's proctor.toml"
+    home.config_file.write_text(text, encoding="utf-8")
 
     return home
 
@@ -146,7 +143,7 @@ def crash_home(
 def start_writer(home: Home, log: IO[str]) -> subprocess.Popen[str]:
     """Start the writer process on ``home``; its stderr goes to ``log``.
 
-    It inherits this process's environment, PROCTOR_DATABASE_URL included.
+    It inherits this process's environment, PROCTOR_DATABASE_URL and _SCHEMA included.
     """
     return subprocess.Popen(
         [sys.executable, str(WRITER), str(home.path), str(THREADS)],

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -228,7 +228,7 @@ class TaskService:
         if task.state_at(_now()) is not TaskState.ACTIVE:
             raise TaskError(f"task {task.id} is {task.state_at(_now())}, not active")
         issued = self._issuer.issue(user=task.user, agent=task.agent, task=task.id)
-        self._append(
+        index = self._append(
             kinds.TOKEN_ISSUED,
             {
                 "task": task.id,
@@ -240,12 +240,12 @@ class TaskService:
             },
         )
 
-        return issued
+        return replace(issued, entry=index)
 
-    def revoke_token(self, task_id: str, jti: str, *, by: str, reason: str) -> None:
-        """Revoke one token of a task."""
+    def revoke_token(self, task_id: str, jti: str, *, by: str, reason: str) -> int:
+        """Revoke one token of a task and return the entry index that says so."""
         task = self.require_task(task_id)
-        self._append(
+        return self._append(
             kinds.TOKEN_REVOKED,
             {"task": task.id, "jti": jti, "by": by, "reason": self._scrub_text(reason)},
         )

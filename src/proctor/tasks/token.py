@@ -67,6 +67,8 @@ class IssuedToken:
 
     token: str
     claims: TaskClaims
+    entry: int | None = None
+    """The index of the "token issued" entry, once one records it."""
 
 
 def utc_now() -> datetime:

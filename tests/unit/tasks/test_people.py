@@ -78,8 +78,24 @@ class TestAdd:
         document = json.loads(people_path.read_text(encoding="utf-8"))
         assert document["format"] == "proctor-people/1"
         record = document["people"]["ann@example.com"]
-        assert set(record) == {"roles", "key_id", "key_sha256", "created"}
+        assert set(record) == {"roles", "approves", "key_id", "key_sha256", "created"}
         assert record["roles"] == ["approver", "auditor"]
+        assert record["approves"] == []
+
+    def test_named_approval_roles(self, people: People) -> None:
+        """A named approver fills the policy roles given, and only as an approver."""
+        key = people.add("cfo@example.com", ["approver"], ["cfo"])
+        auditor_key = people.add("aud@example.com", ["auditor"], ["cfo"])
+        cfo = people.authenticate(key)
+
+        assert cfo.may_approve("cfo")
+        assert not cfo.may_approve("controller")
+        assert not people.authenticate(auditor_key).may_approve("cfo")
+
+    def test_malformed_approval_role(self, people: People) -> None:
+        """An approval role must be a short lowercase name."""
+        with pytest.raises(AuthError, match="must be a short lowercase name"):
+            people.add("x@example.com", ["approver"], ["Not A Role"])
 
     def test_duplicate_email(self, people: People) -> None:
         """The same address, in any case, cannot be added twice."""

@@ -1,0 +1,203 @@
+"""Sending an allowed call upstream and streaming the answer back unchanged.
+
+One ``aiohttp`` session serves every service (its pool keeps connections alive), with
+no cookie jar (one agent's cookies must never reach another's call), no proxy from
+the environment, no redirects followed and no decompression: the agent gets the
+upstream's bytes, and their size and SHA-256 are what the ledger records.
+``aiohttp`` was chosen by measurement: about 0.3 ms of CPU per call here, where
+``httpx.AsyncClient`` took 1.7 to 3.4 ms.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+import aiohttp
+import anyio
+from starlette.responses import StreamingResponse
+from starlette.types import Send
+from yarl import URL
+
+from proctor.errors import GatewayError
+from proctor.gateway.routes import ServiceConfig
+
+log = logging.getLogger(__name__)
+
+# Requests are not retried upstream: a POST may not be safe to send twice.
+_SKIP_AUTO_HEADERS = frozenset({"User-Agent", "Accept", "Accept-Encoding"})
+
+
+@dataclass(frozen=True)
+class Failure:
+    """The upstream could not be reached or did not answer: the status to return."""
+
+    status: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What went back to the agent: upstream status, bytes, their digest, or error."""
+
+    status: int
+    size: int
+    digest: str | None
+    error: str | None = None
+
+
+class Upstream:
+    """The shared client session: open at startup, closed at shutdown."""
+
+    def __init__(self, *, limit: int = 512, limit_per_host: int = 128) -> None:
+        self._limit = limit
+        self._limit_per_host = limit_per_host
+        self._session: aiohttp.ClientSession | None = None
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+
+    async def open(self) -> None:
+        """Create the session and its connection pool."""
+        connector = aiohttp.TCPConnector(
+            limit=self._limit,
+            limit_per_host=self._limit_per_host,
+            ttl_dns_cache=60,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,
+            trust_env=False,
+            skip_auto_headers=_SKIP_AUTO_HEADERS,
+        )
+
+    async def close(self) -> None:
+        """Close the session and every pooled connection."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def send(
+        self,
+        service: ServiceConfig,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+    ) -> aiohttp.ClientResponse | Failure:
+        """Send one request and return the response once its headers arrive.
+
+        ``url`` must already be percent-encoded. Returns a Failure (502 or 504, with
+        a reason naming the service, never the URL, which may hold a credential)
+        instead of raising; raises GatewayError when the session is not open.
+        """
+        if self._session is None:
+            raise GatewayError("the upstream session is not open; start the app first")
+        try:
+            return await self._session.request(
+                method,
+                URL(url, encoded=True),
+                headers=headers,
+                data=body or None,
+                allow_redirects=False,
+                timeout=self._timeout(service.timeout),
+            )
+        except TimeoutError:
+            return Failure(504, _silent(service))
+        except aiohttp.ClientConnectorError as exc:
+            reason = exc.os_error.strerror or type(exc.os_error).__name__
+            return Failure(502, f"cannot connect to service {service.name}: {reason}")
+        except aiohttp.ClientError as exc:
+            return Failure(502, _broken(service, exc))
+
+    def _timeout(self, seconds: float) -> aiohttp.ClientTimeout:
+        timeout = self._timeouts.get(seconds)
+        if timeout is None:
+            # No total: a long download is fine while the upstream keeps sending.
+            timeout = aiohttp.ClientTimeout(
+                total=None, sock_connect=seconds, sock_read=seconds
+            )
+            self._timeouts[seconds] = timeout
+
+        return timeout
+
+
+class Relay(StreamingResponse):
+    """Streams an upstream response to the agent, then reports what passed.
+
+    ``on_done`` runs exactly once, when the stream ends, fails or the agent goes
+    away, shielded from cancellation so the outcome is always recorded. When the
+    upstream fails mid-body the connection to the agent is broken off rather than
+    ended cleanly, so a truncated body never looks complete.
+    """
+
+    def __init__(
+        self,
+        upstream: aiohttp.ClientResponse,
+        headers: list[tuple[bytes, bytes]],
+        service: ServiceConfig,
+        on_done: Callable[[Delivery], Awaitable[None]],
+    ) -> None:
+        super().__init__(_empty(), status_code=upstream.status)
+        self.raw_headers = headers
+        self._upstream = upstream
+        self._service = service
+        self._on_done = on_done
+
+    async def stream_response(self, send: Send) -> None:
+        """Send the status, headers and body chunks as they arrive upstream."""
+        size, digest, error = 0, hashlib.sha256(), None
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": self.status_code,
+                    "headers": self.raw_headers,
+                }
+            )
+            async for chunk in self._upstream.content.iter_any():
+                size += len(chunk)
+                digest.update(chunk)
+                await send(
+                    {"type": "http.response.body", "body": chunk, "more_body": True}
+                )
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except TimeoutError as exc:
+            error = _silent(self._service)
+            raise GatewayError(error) from exc
+        except aiohttp.ClientError as exc:
+            error = _broken(self._service, exc)
+            raise GatewayError(error) from exc
+        except BaseException:
+            error = "the agent went away before the response was sent"
+            raise
+        finally:
+            await self._finish(size, None if error else digest.hexdigest(), error)
+
+    async def _finish(self, size: int, digest: str | None, error: str | None) -> None:
+        if error is None:
+            self._upstream.release()
+        else:
+            self._upstream.close()
+        delivery = Delivery(self._upstream.status, size, digest, error)
+        with anyio.CancelScope(shield=True):
+            try:
+                await self._on_done(delivery)
+            except Exception:
+                log.exception("recording the outcome of a call failed")
+
+
+async def _empty() -> AsyncIterator[bytes]:
+    # The body comes from the upstream in stream_response; this is never iterated.
+    for chunk in ():
+        yield chunk
+
+
+def _silent(service: ServiceConfig) -> str:
+    return f"service {service.name} did not answer within {service.timeout:g} s"
+
+
+def _broken(service: ServiceConfig, exc: BaseException) -> str:
+    # aiohttp's messages can quote the URL, and the URL may carry a credential.
+    return f"service {service.name} failed: {type(exc).__name__}"

@@ -1,0 +1,252 @@
+"""Headers at the HTTP door: what Proctor reads from an agent's request, what it
+removes before forwarding, and what it lets back from the upstream.
+
+Removed going out: the hop-by-hop headers of RFC 9110 §7.6.1 (``Connection`` and
+every header it names, ``Keep-Alive``, ``Proxy-*``, ``TE``, ``Trailer``,
+``Transfer-Encoding``, ``Upgrade``), the message framing Proctor redoes itself
+(``Host``, ``Content-Length``, ``Expect``), the agent's ``Authorization`` (its task
+token), every ``Proctor-*`` header, and cookies whose name starts with ``proctor``.
+Removed coming back: the hop-by-hop headers and any ``Proctor-*`` header, so an
+upstream cannot forge a ``Proctor-Entry``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+MAX_HEADER_BYTES = 16 * 1024
+"""Request line and headers together; uvicorn's h11 parser is given the same limit."""
+
+MAX_NOTE = 1000
+"""Characters of ``Proctor-Reasoning`` kept; longer notes are cut with an ellipsis."""
+
+MAX_ID = 128
+"""Characters allowed in ``Proctor-Approval`` and ``Proctor-Tool-Call``."""
+
+_HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+_REFRAMED = frozenset({b"host", b"content-length", b"expect", b"authorization"})
+_PROCTOR = b"proctor-"
+_PROXY = b"proxy-"
+_TRACEPARENT = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
+_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*([0-9]{1,6})(?:$|[,;\s])", re.I)
+_ZEROS = re.compile(r"0+")
+
+
+@dataclass(frozen=True)
+class Meta:
+    """What Proctor itself reads from a request's headers.
+
+    ``token`` is the bearer token of ``Authorization``; ``approval``, ``note``,
+    ``trace`` and ``tool_call`` come from ``Proctor-Approval``, ``Proctor-Reasoning``,
+    ``traceparent`` and ``Proctor-Tool-Call``; ``wait`` from ``Prefer: wait=N``
+    (RFC 7240 §4.3); ``size`` counts the bytes of every header; ``problem`` says
+    what makes the headers unusable, if anything.
+    """
+
+    token: str | None = None
+    approval: str | None = None
+    note: str | None = None
+    trace: str | None = None
+    tool_call: str | None = None
+    wait: float = 0.0
+    content_type: str | None = None
+    content_length: str | None = None
+    size: int = 0
+    problem: str | None = None
+
+
+def read_meta(raw: Iterable[tuple[bytes, bytes]]) -> Meta:
+    """Read Proctor's own headers from raw ASGI header pairs; never raises."""
+    found: dict[bytes, bytes] = {}
+    size = 0
+    for name, value in raw:
+        size += len(name) + len(value) + 4
+        if name in _META_NAMES:
+            found.setdefault(name, value)
+    approval = _text(found.get(b"proctor-approval"))
+    tool_call = _text(found.get(b"proctor-tool-call"))
+    problem = None
+    for label, value in (
+        ("Proctor-Approval", approval),
+        ("Proctor-Tool-Call", tool_call),
+    ):
+        if value is not None and len(value) > MAX_ID:
+            problem = f"{label} is longer than {MAX_ID} characters"
+
+    return Meta(
+        token=_bearer(found.get(b"authorization")),
+        approval=approval,
+        note=_note(found.get(b"proctor-reasoning")),
+        trace=_trace(found.get(b"traceparent")),
+        tool_call=tool_call,
+        wait=_wait(found.get(b"prefer")),
+        content_type=_latin(found.get(b"content-type")),
+        content_length=_latin(found.get(b"content-length")),
+        size=size,
+        problem=problem,
+    )
+
+
+_META_NAMES = frozenset(
+    {
+        b"authorization",
+        b"proctor-approval",
+        b"proctor-reasoning",
+        b"proctor-tool-call",
+        b"traceparent",
+        b"prefer",
+        b"content-type",
+        b"content-length",
+    }
+)
+
+
+def outbound_headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Return the headers to forward upstream, names lower-case, repeats joined."""
+    pairs = list(raw)
+    dropped = _named_by_connection(pairs)
+    headers: dict[str, str] = {}
+    for name, value in pairs:
+        if _is_dropped(name) or name in dropped:
+            continue
+        if name == b"cookie":
+            value = _without_proctor_cookies(value)
+            if not value:
+                continue
+        key, text = name.decode("latin-1"), value.decode("latin-1")
+        if key in headers:
+            glue = "; " if key == "cookie" else ", "
+            headers[key] = f"{headers[key]}{glue}{text}"
+        else:
+            headers[key] = text
+
+    return headers
+
+
+def inbound_headers(
+    raw: Iterable[tuple[bytes, bytes]], *, relocate: Mapping[bytes, bytes]
+) -> list[tuple[bytes, bytes]]:
+    """Return an upstream response's headers to pass back to the agent.
+
+    ``relocate`` maps the upstream's base URL to Proctor's prefix for the service,
+    so a redirect to the upstream itself points back through Proctor.
+    """
+    pairs = [(name.lower(), value) for name, value in raw]
+    dropped = _named_by_connection(pairs)
+    kept: list[tuple[bytes, bytes]] = []
+    for name, value in pairs:
+        if name in _HOP_BY_HOP or name in dropped or name.startswith(_PROCTOR):
+            continue
+        if name == b"location":
+            value = _relocated(value, relocate)
+        kept.append((name, value))
+
+    return kept
+
+
+def _is_dropped(name: bytes) -> bool:
+    return (
+        name in _HOP_BY_HOP
+        or name in _REFRAMED
+        or name.startswith(_PROCTOR)
+        or name.startswith(_PROXY)
+    )
+
+
+def _named_by_connection(pairs: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    # RFC 9110 §7.6.1: the options a Connection header lists are hop-by-hop too.
+    return frozenset(
+        option.strip().lower()
+        for name, value in pairs
+        if name == b"connection"
+        for option in value.split(b",")
+        if option.strip()
+    )
+
+
+def _without_proctor_cookies(value: bytes) -> bytes:
+    if b"proctor" not in value.lower():
+        return value
+    kept = [
+        crumb.strip()
+        for crumb in value.split(b";")
+        if crumb.strip() and not crumb.strip().lower().startswith(b"proctor")
+    ]
+
+    return b"; ".join(kept)
+
+
+def _relocated(value: bytes, relocate: Mapping[bytes, bytes]) -> bytes:
+    for base, prefix in relocate.items():
+        if (
+            value == base
+            or value.startswith(base + b"/")
+            or value.startswith(base + b"?")
+        ):
+            return prefix + value[len(base) :]
+
+    return value
+
+
+def _bearer(value: bytes | None) -> str | None:
+    if value is None:
+        return None
+    scheme, _, token = value.decode("latin-1").strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+
+    return token.strip()
+
+
+def _note(value: bytes | None) -> str | None:
+    text = _text(value)
+    if not text:
+        return None
+    if len(text) > MAX_NOTE:
+        return text[: MAX_NOTE - 1] + "…"
+
+    return text
+
+
+def _trace(value: bytes | None) -> str | None:
+    # W3C Trace Context §3.2: a traceparent that does not parse is ignored.
+    text = _latin(value)
+    if text is None:
+        return None
+    found = _TRACEPARENT.fullmatch(text.strip())
+    if found is None or _ZEROS.fullmatch(found[1]) or _ZEROS.fullmatch(found[2]):
+        return None
+
+    return found.group()
+
+
+def _wait(value: bytes | None) -> float:
+    text = _latin(value)
+    found = _PREFER_WAIT.search(text) if text else None
+
+    return float(found[1]) if found else 0.0
+
+
+def _text(value: bytes | None) -> str | None:
+    # Agents send UTF-8 in practice; RFC 9110 §5.5 leaves other bytes opaque.
+    if value is None:
+        return None
+    text = value.decode("utf-8", errors="replace").strip()
+
+    return "".join(char for char in text if char.isprintable()) or None
+
+
+def _latin(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("latin-1")
