@@ -24,7 +24,16 @@ from proctor.storage.sqlite import SqliteStore
 
 
 def peak_rss_mib() -> float:
-    """Return this process's peak resident set size so far, in MiB (Linux: KiB)."""
+    """Return this process's peak resident set size so far, in MiB.
+
+    Linux keeps ``ru_maxrss`` across fork and exec, so a child started by a large
+    parent reports the parent's peak; VmHWM belongs to this process's own memory.
+    """
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text(encoding="ascii").splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

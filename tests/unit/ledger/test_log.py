@@ -3,6 +3,7 @@ ever extend the last one."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -217,3 +218,62 @@ class TestCheckpoints:
         with pytest.raises(LedgerError, match=r"consisten|root"):
             ledger.checkpoint()
         ledger.close()
+
+
+class TestAsync:
+    def test_entry_error_reaches_the_awaiting_code(
+        self, store: CountingStore, signer: Signer
+    ) -> None:
+        """append_async raises the entry's own error to its caller."""
+        ledger = open_ledger(store, signer, every=1000, interval=0)
+
+        async def scenario() -> None:
+            with pytest.raises(EntryError, match="float"):
+                await ledger.append_async("test.note", {"amount": 0.5})
+
+        asyncio.run(scenario())
+        ledger.close()
+
+    def test_cancelled_wait_does_not_stop_the_writer(
+        self, store: CountingStore, signer: Signer
+    ) -> None:
+        """Cancelling appends while they are written leaves the ledger working."""
+        ledger = open_ledger(store, signer, every=1000, interval=0)
+
+        async def scenario() -> int:
+            waits = [
+                asyncio.create_task(ledger.append_async("test.note", {"n": n}))
+                for n in range(200)
+            ]
+            await asyncio.sleep(0)
+            for wait in waits[::2]:
+                wait.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
+            receipt = await ledger.append_async("test.note", {"after": True})
+            return receipt.index
+
+        last = asyncio.run(scenario())
+        ledger.close()
+
+        assert last == store.size() - 1
+        assert [entries.decode(data)["index"] for data in store.entries()] == list(
+            range(store.size())
+        )
+
+    def test_unexpected_failure_is_answered(
+        self, store: CountingStore, signer: Signer, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A bug in the store fails that batch's callers, and the writer carries on."""
+        ledger = open_ledger(store, signer, every=1000, interval=0)
+
+        def broken(batch: Batch) -> None:
+            raise RuntimeError("a bug")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(store, "append", broken)
+            with pytest.raises(LedgerError, match="writer failed: a bug"):
+                ledger.append("test.note", {"n": 1})
+        receipt = ledger.append("test.note", {"n": 2})
+        ledger.close()
+
+        assert receipt.index == 0
