@@ -43,11 +43,12 @@ def _lookup(store: Store, size: int, keys: list[NodeKey]) -> Mapping[NodeKey, by
     # store cannot have, so the size is only read to explain a missing hash.
     lookup = store.nodes(keys)
     missing = [key for key in keys if key not in lookup]
-    if missing:
+    if missing or not keys:
         known = store.size()
         if size > known:
             raise LedgerError(
                 f"tree size {size} is beyond the ledger's {known} entries"
             )
-        raise LedgerError(f"the store lacks the hash of subtree {missing[0]}")
+        if missing:
+            raise LedgerError(f"the store lacks the hash of subtree {missing[0]}")
     return lookup
