@@ -11,7 +11,23 @@ import sys
 import click
 import typer
 
-from proctor.cli import demo, export, home, ledger
+from proctor.cli import (
+    approvals,
+    demo,
+    explain,
+    export,
+    forensics,
+    home,
+    ledger,
+    mcp,
+    policy,
+    reindex,
+    secrets,
+    serve,
+    tasks,
+    tokens,
+    users,
+)
 from proctor.errors import ConfigError, ProctorError, VerifyError
 
 app = typer.Typer(
@@ -25,12 +41,24 @@ home.register(app)
 ledger.register(app)
 demo.register(app)
 export.register(app)
+tasks.register(app)
+tokens.register(app)
+approvals.register(app)
+users.register(app)
+secrets.register(app)
+policy.register(app)
+reindex.register(app)
+explain.register(app)
+serve.register(app)
+mcp.register(app)
+forensics.register(app)
 
 
 def main() -> None:
     """Run the command line, mapping Proctor's errors to one line and an exit code."""
     try:
-        app(standalone_mode=False)
+        # Outside standalone mode click answers typer.Exit by returning its code.
+        code = app(standalone_mode=False)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:
@@ -44,6 +72,9 @@ def main() -> None:
     except ProctorError as exc:
         print(f"proctor: {exc}", file=sys.stderr)
         sys.exit(1)
-    except click.ClickException as exc:
-        exc.show()
+    except (click.ClickException, typer.TyperException) as exc:
+        # Typer carries its own copy of click: its usage errors are TyperExceptions.
+        print(f"proctor: {exc.format_message()}", file=sys.stderr)
         sys.exit(2)
+    if isinstance(code, int) and code:
+        sys.exit(code)

@@ -12,10 +12,11 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from proctor.cli.common import err, locate
+from proctor.cli.common import err, locate, out
 from proctor.errors import ConfigError
 from proctor.files import read_private
 from proctor.home import Home
+from proctor.ledger.log import Ledger
 from proctor.runtime import Runtime
 from proctor.tasks.people import People, Person, Role
 from proctor.tasks.state import Authority
@@ -55,7 +56,7 @@ def approver(home: Home, key_file: Path | None) -> Person:
 
 
 def api_key(key_file: Path | None) -> str:
-    """Read an API key from ``key_file``, else ``$PROCTOR_API_KEY``; raises ConfigError."""
+    """Read an API key from ``key_file``, else the environment; raises ConfigError."""
     if key_file is not None:
         key = read_private(key_file).decode("utf-8", errors="replace").strip()
         if not key:
@@ -82,6 +83,19 @@ def opened(path: Path | None) -> Iterator[Runtime]:
 
 
 @contextmanager
+def recording(path: Path | None) -> Iterator[Ledger]:
+    """Open only the home's ledger, for a command that records outside the authority."""
+    ledger = locate(path).open_ledger()
+    try:
+        yield ledger
+    finally:
+        try:
+            ledger.close()
+        finally:
+            ledger.store.close()
+
+
+@contextmanager
 def projection(path: Path | None) -> Iterator[Authority]:
     """Fold the ledger into a fresh projection for a command that only reads."""
     with closing(locate(path).open_store()) as store:
@@ -90,7 +104,17 @@ def projection(path: Path | None) -> Iterator[Authority]:
         yield authority
 
 
+def say(text: str) -> None:
+    """Write one line of data to stdout, as it is: no markup, no wrapping."""
+    out.print(text, markup=False)
+
+
+def note(text: str) -> None:
+    """Write one line of diagnostics to stderr, as it is: no markup, no wrapping."""
+    err.print(text, markup=False, soft_wrap=True)
+
+
 def usage_error(message: str) -> NoReturn:
     """Say what was wrong with the command in one line and exit 2."""
-    err.print(f"proctor: {message}", markup=False)
+    note(f"proctor: {message}")
     raise typer.Exit(2)

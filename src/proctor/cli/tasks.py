@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from proctor.cli.common import HomeOption, JsonOption, emit_json, err, locate, out
+from proctor.cli.common import HomeOption, JsonOption, emit_json, locate
 from proctor.cli.session import (
     ApiKeyFileOption,
     ReasonOption,
     approver,
+    note,
     opened,
     operator,
     projection,
+    say,
     usage_error,
 )
 from proctor.tasks.people import normalise_email
@@ -32,7 +34,7 @@ task_app = typer.Typer(
 )
 
 
-class ScopeFormat(str, Enum):
+class ScopeFormat(StrEnum):
     toml = "toml"
     cedar = "cedar"
 
@@ -43,6 +45,7 @@ def register(app: typer.Typer) -> None:
 
 @task_app.command("open")
 def open_command(
+    *,
     user: Annotated[str, typer.Option(help="The person asking for the work (email).")],
     agent: Annotated[str, typer.Option(help="The agent that will do it.")],
     request: Annotated[str, typer.Option(help="The user's request, in their words.")],
@@ -79,15 +82,12 @@ def open_command(
     if as_json:
         emit_json({"entry": task.opened, "task": task_view(task, _now())})
         return
-    out.print(task.id, markup=False)
+    say(task.id)
     if task.roles:
         waiting = ", ".join(task.roles)
-        err.print(
-            f"opened task {task.id} (entry {task.opened}); waits for {waiting}",
-            markup=False,
-        )
+        note(f"opened task {task.id} (entry {task.opened}); waits for {waiting}")
     else:
-        err.print(f"opened task {task.id} (entry {task.opened}); active", markup=False)
+        note(f"opened task {task.id} (entry {task.opened}); active")
 
 
 @task_app.command("show")
@@ -106,7 +106,7 @@ def show_command(
         emit_json(view)
         return
     for line in describe(view):
-        out.print(line, markup=False)
+        say(line)
 
 
 @task_app.command("list")
@@ -128,12 +128,11 @@ def list_command(
         emit_json(views)
         return
     for view in views:
-        out.print(
+        say(
             f"{view['id']}  {view['state']:<16}  {view['user']}  {view['agent']}  "
-            f"{view['expires']}  {view['request'][:60]!r}",
-            markup=False,
+            f"{view['expires']}  {view['request'][:60]!r}"
         )
-    err.print(f"{len(views)} tasks")
+    note(f"{len(views)} tasks")
 
 
 @task_app.command("approve")
@@ -236,9 +235,7 @@ def _report(task: Task, entry: int | None, what: str, *, as_json: bool) -> None:
     if as_json:
         emit_json({"entry": entry, "task": view})
         return
-    out.print(
-        f"task {task.id} {what} (entry {entry}); now {view['state']}", markup=False
-    )
+    say(f"task {task.id} {what} (entry {entry}); now {view['state']}")
 
 
 def _now() -> datetime:

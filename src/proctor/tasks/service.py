@@ -156,7 +156,8 @@ class TaskService:
     def approve_task(self, task_id: str, approver: Person, reason: str) -> Task:
         """Approve a pending task's scope; raises TaskError or AuthError."""
         task = self._pending_task(task_id)
-        role = self._approving_role(approver, task.roles, task)
+        missing = tuple(r for r in task.roles if r not in task.granted_roles)
+        role = self._approving_role(approver, missing, task)
         self._append(
             kinds.TASK_APPROVED,
             {
@@ -396,7 +397,9 @@ class TaskService:
             raise AuthError(
                 f"{approver.email} acts for task {task.id} and cannot approve"
             )
-        if approver.email == task.user and not self.rules.user_may_approve:
+        # Emails compare as People writes them: "Ann@X.com" asked is ann@x.com.
+        is_user = approver.email == task.user.strip().lower()
+        if is_user and not self.rules.user_may_approve:
             raise AuthError(
                 f"{approver.email} asked for task {task.id} and may not approve it"
             )

@@ -7,6 +7,7 @@ may write one ledger; :meth:`Authority.sync` reads what others appended.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -17,6 +18,8 @@ from typing import Any
 from proctor import kinds
 from proctor.ledger import entries
 from proctor.storage.interface import Store
+
+log = logging.getLogger(__name__)
 
 
 class TaskState(StrEnum):
@@ -55,6 +58,7 @@ class Task:
     state: TaskState
     opened: int
     roles: tuple[str, ...] = ()
+    granted_roles: tuple[str, ...] = ()
     approver: str | None = None
     approved: int | None = None
     ended: int | None = None
@@ -167,7 +171,18 @@ class Authority:
         index = int(entry["index"])
         apply = _APPLY.get(str(entry["type"]))
         if apply is not None:
-            apply(self._folded, index, entry)
+            try:
+                apply(self._folded, index, entry)
+            except (KeyError, TypeError, ValueError) as exc:
+                # An entry naming what no earlier entry created is skipped, not
+                # fatal: the projection stays usable and `proctor verify` judges
+                # the ledger itself.
+                log.warning(
+                    "projection skipped entry=%d type=%s: %r",
+                    index,
+                    entry.get("type"),
+                    exc,
+                )
         self._next = index + 1
 
 
@@ -195,8 +210,15 @@ def _opened(state: _Folded, index: int, entry: Mapping[str, Any]) -> None:
 
 def _approved(state: _Folded, index: int, entry: Mapping[str, Any]) -> None:
     task = state.tasks[entry["task"]]
+    granted = (*task.granted_roles, entry["role"])
+    # A scope that needs several named approvers is active once all have approved.
+    active = set(task.roles) <= set(granted)
     state.tasks[task.id] = replace(
-        task, state=TaskState.ACTIVE, approver=entry["approver"], approved=index
+        task,
+        state=TaskState.ACTIVE if active else task.state,
+        granted_roles=granted,
+        approver=entry["approver"],
+        approved=index,
     )
 
 

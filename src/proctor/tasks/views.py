@@ -68,7 +68,7 @@ def approval_view(approval: Approval, now: datetime) -> dict[str, Any]:
 
 def count_states(states: Iterable[str]) -> dict[str, int]:
     """Count states, by name."""
-    return dict(sorted(Counter(states).items()))
+    return dict(sorted(Counter(str(state) for state in states).items()))
 
 
 def stamp(moment: datetime) -> str:

@@ -1,0 +1,147 @@
+"""What ``proctor serve`` runs: one Starlette app with the API under ``/v1``, the HTTP
+gateway door under ``/http`` and the MCP door under ``/mcp``, over one open runtime,
+logged one line a request."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute, Mount
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from proctor.api import create_api
+from proctor.gateway.http import ENTRY_HEADER, HttpDoor, uvicorn_options
+from proctor.gateway.mcp.config import load_servers
+from proctor.gateway.mcp.http import http_app as mcp_app
+from proctor.gateway.pipeline import Pipeline
+from proctor.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/v1"
+MCP_PREFIX = "/mcp"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
+def build_app(runtime: Runtime) -> Starlette:
+    """Build the served app over an open runtime; the caller closes the runtime.
+
+    Both doors share one pipeline, so an approval is used once whichever door
+    presents it. The lifespan runs the doors' own: the HTTP door's upstream
+    connections and the MCP door's downstream sessions.
+    """
+    pipeline = runtime.pipeline()
+    door = http_door(runtime, pipeline)
+    mcp = mcp_door(runtime, pipeline)
+    routes: list[BaseRoute] = [
+        Mount(API_PREFIX, app=create_api(runtime)),
+        Mount(MCP_PREFIX, app=mcp),
+        door.route(),
+    ]
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with door.running(), mcp.router.lifespan_context(mcp):
+            log.info(
+                "serving home=%s entries=%d", runtime.home.path, runtime.ledger.size
+            )
+            yield
+        log.info("stopped serving home=%s", runtime.home.path)
+
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.add_middleware(RequestLog)
+
+    return app
+
+
+def http_door(runtime: Runtime, pipeline: Pipeline) -> HttpDoor:
+    """The HTTP gateway door for the home's ``[services]``; raises ConfigError."""
+    return HttpDoor.from_config(pipeline, runtime.config)
+
+
+def mcp_door(runtime: Runtime, pipeline: Pipeline) -> Starlette:
+    """The MCP door for the home's ``[mcp.servers]``; raises ConfigError.
+
+    It checks Host and Origin against loopback names, against DNS rebinding.
+    """
+    return mcp_app(pipeline, load_servers(runtime.config.raw))
+
+
+def run(runtime: Runtime, *, host: str, port: int) -> None:
+    """Serve until interrupted: h11 with bounded headers, our own request log line."""
+    uvicorn.run(
+        build_app(runtime),
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        proxy_headers=False,
+        lifespan="on",
+        **uvicorn_options(),
+    )
+
+
+def is_loopback(host: str) -> bool:
+    """Tell whether ``host`` listens on this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class RequestLog:
+    """One INFO line per request: id, method, path, status and latency.
+
+    The gateway door logs its own line per brokered call, so a request it answered
+    (its answers carry ``Proctor-Entry``) is not logged twice. Only API paths are
+    written out: a path elsewhere may carry what an agent should not have sent.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status, by_door = 500, False
+
+        async def sending(message: Message) -> None:
+            nonlocal status, by_door
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                by_door = any(
+                    name.lower() == ENTRY_HEADER.encode()
+                    for name, _ in message.get("headers", ())
+                )
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            if not by_door:
+                log.info(
+                    "request id=%s method=%s path=%s status=%d latency_ms=%.3f",
+                    secrets.token_hex(8),
+                    scope["method"],
+                    _loggable(scope["path"]),
+                    status,
+                    (time.perf_counter() - started) * 1000,
+                )
+
+
+def _loggable(path: str) -> str:
+    if path == API_PREFIX or path.startswith(API_PREFIX + "/"):
+        return path[:200]
+    return "/" + path.lstrip("/").split("/", 1)[0] + "/..."
