@@ -13,8 +13,9 @@ upstream cannot forge a ``Proctor-Entry``.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 MAX_HEADER_BYTES = 16 * 1024
 """Request line and headers together; uvicorn's h11 parser is given the same limit."""
@@ -51,8 +52,9 @@ class Meta:
     ``token`` is the bearer token of ``Authorization``; ``approval``, ``note``,
     ``trace`` and ``tool_call`` come from ``Proctor-Approval``, ``Proctor-Reasoning``,
     ``traceparent`` and ``Proctor-Tool-Call``; ``wait`` from ``Prefer: wait=N``
-    (RFC 7240 §4.3); ``size`` counts the bytes of every header; ``problem`` says
-    what makes the headers unusable, if anything.
+    (RFC 7240 §4.3); ``chunked`` tells a Transfer-Encoding was sent; ``size``
+    counts the bytes of every header; ``problem`` says what makes the headers
+    unusable, if anything.
     """
 
     token: str | None = None
@@ -63,6 +65,7 @@ class Meta:
     wait: float = 0.0
     content_type: str | None = None
     content_length: str | None = None
+    chunked: bool = False
     size: int = 0
     problem: str | None = None
 
@@ -78,11 +81,11 @@ def read_meta(raw: Iterable[tuple[bytes, bytes]]) -> Meta:
     approval = _text(found.get(b"proctor-approval"))
     tool_call = _text(found.get(b"proctor-tool-call"))
     problem = None
-    for label, value in (
+    for label, given in (
         ("Proctor-Approval", approval),
         ("Proctor-Tool-Call", tool_call),
     ):
-        if value is not None and len(value) > MAX_ID:
+        if given is not None and len(given) > MAX_ID:
             problem = f"{label} is longer than {MAX_ID} characters"
 
     return Meta(
@@ -94,6 +97,7 @@ def read_meta(raw: Iterable[tuple[bytes, bytes]]) -> Meta:
         wait=_wait(found.get(b"prefer")),
         content_type=_latin(found.get(b"content-type")),
         content_length=_latin(found.get(b"content-length")),
+        chunked=b"transfer-encoding" in found,
         size=size,
         problem=problem,
     )
@@ -109,6 +113,7 @@ _META_NAMES = frozenset(
         b"prefer",
         b"content-type",
         b"content-length",
+        b"transfer-encoding",
     }
 )
 
@@ -121,11 +126,10 @@ def outbound_headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
     for name, value in pairs:
         if _is_dropped(name) or name in dropped:
             continue
-        if name == b"cookie":
-            value = _without_proctor_cookies(value)
-            if not value:
-                continue
-        key, text = name.decode("latin-1"), value.decode("latin-1")
+        sent = _without_proctor_cookies(value) if name == b"cookie" else value
+        if not sent:
+            continue
+        key, text = name.decode("latin-1"), sent.decode("latin-1")
         if key in headers:
             glue = "; " if key == "cookie" else ", "
             headers[key] = f"{headers[key]}{glue}{text}"
@@ -135,23 +139,56 @@ def outbound_headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
     return headers
 
 
-def inbound_headers(
-    raw: Iterable[tuple[bytes, bytes]], *, relocate: Mapping[bytes, bytes]
-) -> list[tuple[bytes, bytes]]:
-    """Return an upstream response's headers to pass back to the agent.
+@dataclass(frozen=True)
+class Relocation:
+    """Points a redirect into the upstream back through Proctor.
 
-    ``relocate`` maps the upstream's base URL to Proctor's prefix for the service,
-    so a redirect to the upstream itself points back through Proctor.
+    A ``Location`` under the service's base URL, absolute (``http://up/api/x``) or
+    as an absolute path (``/api/x``), becomes ``/http/<service>/x``; any other
+    location is left alone.
     """
+
+    base_url: bytes
+    base_path: bytes
+    prefix: bytes
+
+    @classmethod
+    def for_service(cls, base_url: str, prefix: str) -> Relocation:
+        """Build for a service's ``base_url`` served under ``prefix``."""
+        path = urlsplit(base_url).path.rstrip("/")
+        return cls(base_url.rstrip("/").encode(), path.encode(), prefix.encode())
+
+    def apply(self, location: bytes) -> bytes:
+        """Return ``location`` rewritten when it points into the service."""
+        rest = _below(location, self.base_url)
+        # "//host/x" is a network-path reference (RFC 3986 §4.2): another host.
+        if rest is None and location[:1] == b"/" and location[:2] != b"//":
+            rest = _below(location, self.base_path)
+
+        return location if rest is None else self.prefix + rest
+
+
+def _below(location: bytes, base: bytes) -> bytes | None:
+    if not location.startswith(base):
+        return None
+    rest = location[len(base) :]
+    if rest and rest[:1] not in {b"/", b"?"}:
+        return None
+
+    return rest
+
+
+def inbound_headers(
+    raw: Iterable[tuple[bytes, bytes]], *, relocation: Relocation
+) -> list[tuple[bytes, bytes]]:
+    """Return an upstream response's headers to pass back to the agent."""
     pairs = [(name.lower(), value) for name, value in raw]
     dropped = _named_by_connection(pairs)
     kept: list[tuple[bytes, bytes]] = []
     for name, value in pairs:
         if name in _HOP_BY_HOP or name in dropped or name.startswith(_PROCTOR):
             continue
-        if name == b"location":
-            value = _relocated(value, relocate)
-        kept.append((name, value))
+        kept.append((name, relocation.apply(value) if name == b"location" else value))
 
     return kept
 
@@ -186,18 +223,6 @@ def _without_proctor_cookies(value: bytes) -> bytes:
     ]
 
     return b"; ".join(kept)
-
-
-def _relocated(value: bytes, relocate: Mapping[bytes, bytes]) -> bytes:
-    for base, prefix in relocate.items():
-        if (
-            value == base
-            or value.startswith(base + b"/")
-            or value.startswith(base + b"?")
-        ):
-            return prefix + value[len(base) :]
-
-    return value
 
 
 def _bearer(value: bytes | None) -> str | None:

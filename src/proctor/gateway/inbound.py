@@ -137,26 +137,17 @@ def parse_body(raw: bytes, content_type: str | None) -> Body | Problem:
 
     A JSON body is refused when it is not UTF-8 (RFC 8259 §8.1), does not parse,
     repeats a key in an object (RFC 8259 §4 leaves the meaning open, so upstream
-    and Proctor could read different values), or nests too deeply.
+    and Proctor could read different values), or nests too deeply. Other bodies
+    pass as bytes, recorded by digest.
     """
     digest = hashlib.sha256(raw).hexdigest() if raw else EMPTY_DIGEST
     media, charset = _media_type(content_type)
     if media is not None and _JSON_TYPE.fullmatch(media):
-        if charset not in {None, "utf-8"}:
-            return Problem(415, f"a JSON body must be UTF-8, not {charset}")
-        value = parse_json(raw)
-        if isinstance(value, Problem):
-            return value
-        return Body(raw, digest, value, _recorded_json(value, raw, digest))
+        return _json_body(raw, digest, charset)
     if not raw:
         return Body(raw, digest, NO_BODY, None)
     if media is not None and media.startswith("text/") and charset in {None, "utf-8"}:
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            return Problem(400, "the text body is not valid UTF-8")
-        recorded = text if len(raw) <= RECORD_LIMIT else _by_digest(raw, digest)
-        return Body(raw, digest, NO_BODY, recorded)
+        return _text_body(raw, digest)
 
     return Body(raw, digest, NO_BODY, _by_digest(raw, digest))
 
@@ -200,25 +191,54 @@ def request_digest(method: str, service: str, target: Target, body_digest: str) 
 def _segments(raw: list[bytes]) -> list[str] | Problem:
     segments: list[str] = []
     for index, part in enumerate(raw):
-        if b"\\" in part:
-            return Problem(400, "the path holds a backslash")
         try:
             text = unquote_to_bytes(part).decode("utf-8")
         except UnicodeDecodeError:
             return Problem(400, "the path is not percent-encoded UTF-8")
-        if "/" in text or "\\" in text:
-            return Problem(400, "the path holds an encoded slash or backslash")
-        if _CONTROL.search(text):
-            return Problem(400, "the path holds a control character")
-        if "%" in text and _DOUBLE_ENCODED.search(text):
-            return Problem(400, "the path is percent-encoded twice")
-        if text.partition(";")[0] in {".", ".."}:
-            return Problem(400, "the path holds a dot segment (. or ..)")
-        if not text and index != len(raw) - 1:
-            return Problem(400, "the path holds an empty segment (//)")
+        problem = _segment_problem(part, text, is_last=index == len(raw) - 1)
+        if problem is not None:
+            return Problem(400, f"the path holds {problem}")
         segments.append(text)
 
     return segments
+
+
+def _segment_problem(raw: bytes, text: str, *, is_last: bool) -> str | None:
+    """Name what makes one path segment unsafe to forward, if anything."""
+    if b"\\" in raw or "/" in text or "\\" in text:
+        return "an encoded slash or a backslash"
+    if _CONTROL.search(text):
+        return "a control character"
+    if "%" in text and _DOUBLE_ENCODED.search(text):
+        return "a percent-encoding encoded twice"
+    if text.partition(";")[0] in {".", ".."}:
+        return "a dot segment (. or ..)"
+    if not text and not is_last:
+        return "an empty segment (//)"
+
+    return None
+
+
+def _json_body(raw: bytes, digest: str, charset: str | None) -> Body | Problem:
+    if charset not in {None, "utf-8"}:
+        return Problem(415, f"a JSON body must be UTF-8, not {charset}")
+    value = parse_json(raw)
+    if isinstance(value, Problem):
+        return value
+    if len(raw) <= RECORD_LIMIT and _fits_entry(value, 0):
+        return Body(raw, digest, value, value)
+
+    return Body(raw, digest, value, _by_digest(raw, digest))
+
+
+def _text_body(raw: bytes, digest: str) -> Body | Problem:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return Problem(400, "the text body is not valid UTF-8")
+    recorded = text if len(raw) <= RECORD_LIMIT else _by_digest(raw, digest)
+
+    return Body(raw, digest, NO_BODY, recorded)
 
 
 def _media_type(content_type: str | None) -> tuple[str | None, str | None]:
@@ -254,13 +274,6 @@ def _unique(pairs: list[tuple[str, object]]) -> dict[str, object]:
 
 def _first_line(exc: Exception) -> str:
     return str(exc).splitlines()[0][:200]
-
-
-def _recorded_json(value: object, raw: bytes, digest: str) -> object:
-    if len(raw) <= RECORD_LIMIT and _fits_entry(value, 0):
-        return value
-
-    return _by_digest(raw, digest)
 
 
 def _fits_entry(value: object, depth: int) -> bool:

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+import cedarpy
+
 from proctor import kinds
 from proctor.errors import (
     LedgerError,
@@ -28,6 +30,7 @@ from proctor.errors import (
 )
 from proctor.gateway.alerts import Alerts
 from proctor.policy import ActiveTask, Decision, Engine, Outcome, Request
+from proctor.policy.cedar import AGENT_TYPE, cedar_string
 from proctor.tasks.service import TaskService
 from proctor.tasks.state import Approval, ApprovalState, Task
 from proctor.tasks.token import TaskClaims
@@ -36,6 +39,11 @@ from proctor.vault import Vault
 log = logging.getLogger(__name__)
 
 UNMAPPED = 'Proctor::Action::"Unmapped"'
+MALFORMED = 'Proctor::Action::"Malformed"'
+UNCLASSIFIED = {
+    UNMAPPED: "this route is not mapped to an action; unmapped routes are denied",
+    MALFORMED: "the request is malformed, so it was not sent",
+}
 WAIT_STEP = 0.2
 
 
@@ -99,7 +107,9 @@ class Pipeline:
         self.alerts = alerts
         self._vault = vault
         self._engines: dict[tuple[str, str, str], Engine] = {}
+        self._previews: dict[tuple[str, str], cedarpy.PolicySet] = {}
         self._claimed: set[str] = set()
+        self._alerts: set[asyncio.Task[None]] = set()
         self._lock = threading.Lock()
 
     @property
@@ -165,6 +175,37 @@ class Pipeline:
             return await self._authorize(claims, retry)
         return verdict
 
+    def may_call(self, claims: TaskClaims, action: str, resource: str | None) -> bool:
+        """Tell, recording nothing, whether some call of ``action`` could be allowed.
+
+        For listing what a task may use (MCP ``tools/list``): Cedar evaluates
+        partially with the context unknown (and the resource, when None), and only
+        a certain deny or an error says no. Calls are still decided by authorize.
+        """
+        try:
+            task = self.service.require_task(claims.task)
+            policies = self._preview(task)
+        except (TaskError, PolicyError):
+            return False
+        request = {
+            "principal": f"{AGENT_TYPE}::{cedar_string(task.agent)}",
+            "action": action,
+            **({} if resource is None else {"resource": resource}),
+        }
+        org = self.service.org
+        try:
+            result = cedarpy.is_authorized_partial(
+                request, policies, org.entities, org.schema
+            )
+        # Fail closed, as the engine does, on anything the binding raises.
+        except Exception:
+            return False
+
+        return not result.diagnostics.errors and result.decision in (
+            cedarpy.Decision.Allow,
+            cedarpy.Decision.NoDecision,
+        )
+
     async def complete(
         self,
         verdict: Verdict,
@@ -202,12 +243,13 @@ class Pipeline:
         return await self._record_decision(task, call, decision, approval)
 
     def _decide(self, task: Task, call: Call, approval: Approval | None) -> Decision:
-        if call.action == UNMAPPED:
+        refusal = UNCLASSIFIED.get(call.action)
+        if refusal is not None:
+            # Not a breach: nothing could be said about what the call would do.
+            problem = call.request.get("problem")
+            reason = f"{refusal}: {problem}" if problem else refusal
             return Decision(
-                Outcome.DENY,
-                "this route is not mapped to an action; unmapped routes are denied",
-                self.service.org.digest,
-                task.scope_digest,
+                Outcome.DENY, reason, self.service.org.digest, task.scope_digest
             )
         roles = frozenset(approval.granted_roles) if approval else frozenset()
         request = Request(
@@ -234,6 +276,17 @@ class Pipeline:
                 engine = Engine(org, [active], previous=previous)
                 self._engines[key] = engine
         return engine
+
+    def _preview(self, task: Task) -> cedarpy.PolicySet:
+        key = (self.service.org.digest, task.scope_digest)
+        with self._lock:
+            policies = self._previews.get(key)
+        if policies is None:
+            scope = self.service.scope_of(task)
+            policies = self.service.org.policies.with_added_str(scope.cedar)
+            with self._lock:
+                self._previews[key] = policies
+        return policies
 
     def _approval_for(
         self, task: Task, call: Call
@@ -429,12 +482,15 @@ class Pipeline:
         breach = await self._record(kinds.BREACH, fields)
         if breach is None:
             return None
-        await self.alerts.breach({**fields, "entry": breach})
+        # Quarantine before anything slow: the task's next call must already fail.
         if quarantine:
             reason = f"breach at entry {breach}: {call.action} is outside the scope"
             await asyncio.to_thread(
                 self.service.quarantine, task.id, reason=reason, breach=breach
             )
+        self._alert(
+            asyncio.create_task(self.alerts.breach({**fields, "entry": breach}))
+        )
         return breach
 
     async def _record(self, kind: str, fields: Mapping[str, Any]) -> int | None:
@@ -452,6 +508,11 @@ class Pipeline:
         return Verdict(
             False, 503, None, "unavailable", reason, call.action, task=task.id
         )
+
+    def _alert(self, sending: asyncio.Task[None]) -> None:
+        # Keep a reference until the webhook answers, so the task is not collected.
+        self._alerts.add(sending)
+        sending.add_done_callback(self._alerts.discard)
 
     def _release(self, approval: Approval | None) -> None:
         if approval is not None:

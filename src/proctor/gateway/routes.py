@@ -1,5 +1,6 @@
-"""Upstream services and their route maps from ``[services.<name>]`` in proctor.toml,
-and the classification of one request into a Cedar action, resource and context.
+"""Upstream services and their route maps from ``[services.<name>]`` in proctor.toml:
+which requests map to which Cedar action, resource and context (applied to a request
+by :mod:`proctor.gateway.classify`).
 
 The format, one table per service (every key but ``base_url`` is optional)::
 
@@ -39,15 +40,15 @@ Context. Each field is ``name = "source"`` (a string) or ``name = { from = "sour
 type = "string" | "long" | "bool", optional = false }``. A source is ``path.<param>``,
 ``query.<name>`` or ``body.<a>.<b>`` (dotted into the JSON body; a number indexes a
 list). A required field that is missing, of the wrong type, repeated in the query,
-or a string longer than ``MAX_CONTEXT_STRING`` makes the request a :class:`BadRequest`
+or a string longer than ``MAX_CONTEXT_STRING`` makes the request a ``BadRequest``
 (400), as does a route reading the body when no JSON body came (415). Longs are
 whole numbers within ±(2**53 - 1), the integers the ledger's canonical JSON can hold;
 path and query text is read as a decimal long or ``true``/``false`` when typed so.
 ``task``, ``user`` and ``approved`` are Proctor's own context fields and are refused.
 
-Unmapped requests. A request no route matches is :class:`Unmapped`, classified to the
+Unmapped requests. A request no route matches is ``Unmapped``, classified to the
 synthetic action ``Proctor::Action::"Unmapped"`` on the service, and a request that
-cannot be classified is a :class:`BadRequest` on ``Proctor::Action::"Malformed"``:
+cannot be classified is a ``BadRequest`` on ``Proctor::Action::"Malformed"``:
 both still go through the pipeline so the attempt is recorded, and the pipeline denies
 them. The HTTP door forwards neither, whatever the verdict says.
 """
@@ -82,10 +83,10 @@ RESERVED_CONTEXT = frozenset({"task", "user", "approved"})
 _SERVICE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _METHOD = re.compile(r"[A-Z]{1,20}")
+_PLAIN = re.compile(r'[^"\\\x00-\x1f\x7f]*')
 _PARAMETER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _ACTION = re.compile(r'((?:[A-Za-z_][A-Za-z0-9_]*::)*Action)::"([^"\\{}]+)"')
 _RESOURCE = re.compile(r'((?:[A-Za-z_][A-Za-z0-9_]*::)*[A-Za-z_][A-Za-z0-9_]*)::"(.*)"')
-_LONG = re.compile(r"-?[0-9]{1,16}")
 _SERVICE_KEYS = frozenset({"base_url", "credential", "timeout", "max_body", "routes"})
 _ROUTE_KEYS = frozenset({"method", "path", "action", "resource", "context"})
 _FIELD_KEYS = frozenset({"from", "type", "optional"})
@@ -93,7 +94,6 @@ _FIELD_KEYS = frozenset({"from", "type", "optional"})
 
 class _Absent(Enum):
     ABSENT = "absent"
-    MISSING = "missing"
 
 
 NO_BODY = _Absent.ABSENT
@@ -245,7 +245,10 @@ class Route:
             for part, is_name in self._resource_parts
         )
 
-        return f"{self._resource_type}::{cedar_string(text)}"
+        # Most ids need no escaping; cedar_string walks every character.
+        literal = f'"{text}"' if _PLAIN.fullmatch(text) else cedar_string(text)
+
+        return f"{self._resource_type}::{literal}"
 
 
 @dataclass(frozen=True)
@@ -309,41 +312,6 @@ class ServiceConfig:
         raise LookupError(f"no route for {method} with {len(parts)} segments")
 
 
-@dataclass(frozen=True)
-class Classified:
-    """A request mapped to a route: the action, resource and context to decide."""
-
-    action: str
-    resource: str
-    context: Mapping[str, object]
-    route: Route
-
-
-@dataclass(frozen=True)
-class Unmapped:
-    """A request no route matches: recorded on the synthetic ``Unmapped`` action."""
-
-    resource: str
-    reason: str
-    action: str = UNMAPPED
-    context: Mapping[str, object] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class BadRequest:
-    """A request that cannot be classified: the 4xx status and a reason to show."""
-
-    resource: str
-    reason: str
-    status: int = 400
-    route: Route | None = None
-    action: str = MALFORMED
-    context: Mapping[str, object] = field(default_factory=dict)
-
-
-Classification = Classified | Unmapped | BadRequest
-
-
 def load_services(raw: Mapping[str, Any]) -> dict[str, ServiceConfig]:
     """Read every ``[services.<name>]`` of a parsed proctor.toml; raises ConfigError."""
     services = raw.get("services", {})
@@ -353,148 +321,6 @@ def load_services(raw: Mapping[str, Any]) -> dict[str, ServiceConfig]:
     return {
         name: ServiceConfig.from_table(name, table) for name, table in services.items()
     }
-
-
-def classify(
-    service: ServiceConfig,
-    method: str,
-    path: str,
-    query: Sequence[tuple[str, str]],
-    json_body: object = NO_BODY,
-) -> Classification:
-    """Map one request to its route's action, resource and context.
-
-    ``path`` is the decoded path below the service (``/invoices/inv-1``), ``query``
-    the decoded pairs in order, ``json_body`` the parsed JSON body or ``NO_BODY``.
-    Returns :class:`Unmapped` when no route matches and :class:`BadRequest` when the
-    request does not carry what the route reads; never raises for bad input.
-    """
-    parts = path.split("/")[1:] if path.startswith("/") else [path]
-    try:
-        route, parameters = service.find(method, parts)
-    except LookupError:
-        return Unmapped(
-            service.resource, f"no route of service {service.name!r} maps {method}"
-        )
-    if route.reads_body and json_body is NO_BODY:
-        reason = (
-            f"route {route.method} {route.path} reads the JSON body; send one "
-            "with Content-Type: application/json"
-        )
-        return BadRequest(service.resource, reason, 415, route)
-
-    context: dict[str, object] = {}
-    for item in route.context:
-        value = _read(item, parameters, query, json_body)
-        if isinstance(value, _Problem):
-            reason = f"route {route.method} {route.path}: {value.text}"
-            return BadRequest(service.resource, reason, 400, route)
-        if value is not _Absent.MISSING:
-            context[item.name] = value
-
-    return Classified(route.action, route.resource_for(parameters), context, route)
-
-
-@dataclass(frozen=True)
-class _Problem:
-    text: str
-
-
-def _read(
-    item: ContextField,
-    parameters: Mapping[str, str],
-    query: Sequence[tuple[str, str]],
-    body: object,
-) -> object:
-    """Return the field's typed value, MISSING when optional and absent, or a
-    _Problem saying what is wrong."""
-    if item.source is Source.BODY:
-        value = _dig(body, item.key)
-    elif item.source is Source.PATH:
-        value = parameters[item.key[0]]
-    else:
-        values = [text for name, text in query if name == item.key[0]]
-        if len(values) > 1:
-            # Upstreams disagree on which repeat wins; refuse rather than guess.
-            return _Problem(f"{item.origin} is given {len(values)} times")
-        value = values[0] if values else _Absent.MISSING
-    if value is _Absent.MISSING:
-        return value if item.optional else _Problem(f"{item.origin} is missing")
-
-    return _typed(item, value, from_text=item.source is not Source.BODY)
-
-
-def _dig(body: object, key: tuple[str, ...]) -> object:
-    value = body
-    for part in key:
-        if isinstance(value, Mapping) and part in value:
-            value = value[part]
-        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
-            value = value[int(part)]
-        else:
-            return _Absent.MISSING
-
-    return value
-
-
-def _typed(item: ContextField, value: object, *, from_text: bool) -> object:
-    if item.type is FieldType.STRING:
-        return _string(item, value)
-    if from_text and isinstance(value, str):
-        value = _from_text(item.type, value)
-    if item.type is FieldType.BOOL:
-        if isinstance(value, bool):
-            return value
-        return _Problem(f"{item.origin} must be true or false, got {_kind(value)}")
-
-    return _long(item, value)
-
-
-def _string(item: ContextField, value: object) -> object:
-    if not isinstance(value, str):
-        return _Problem(f"{item.origin} must be a string, got {_kind(value)}")
-    if len(value) > MAX_CONTEXT_STRING:
-        return _Problem(
-            f"{item.origin} is {len(value)} characters long, at most "
-            f"{MAX_CONTEXT_STRING} allowed"
-        )
-
-    return value
-
-
-def _long(item: ContextField, value: object) -> object:
-    if not isinstance(value, int) or isinstance(value, bool):
-        return _Problem(f"{item.origin} must be a whole number, got {_kind(value)}")
-    if abs(value) > MAX_SAFE_INTEGER:
-        return _Problem(f"{item.origin} must be within ±{MAX_SAFE_INTEGER}")
-
-    return value
-
-
-def _from_text(kind: FieldType, text: str) -> object:
-    if kind is FieldType.BOOL:
-        return {"true": True, "false": False}.get(text, text)
-    if _LONG.fullmatch(text):
-        return int(text)
-
-    return text
-
-
-_KINDS: tuple[tuple[type, str], ...] = (
-    (bool, "a boolean"),
-    (int, "a whole number"),
-    (float, "a fractional number"),
-    (str, "text"),
-    (list, "a list"),
-)
-
-
-def _kind(value: object) -> str:
-    """Name a JSON value's type for an error message, never the value itself."""
-    if value is None:
-        return "null"
-
-    return next((name for kind, name in _KINDS if isinstance(value, kind)), "an object")
 
 
 # Reading the configuration
