@@ -22,6 +22,7 @@ from proctor.gateway.mcp.config import load_servers
 from proctor.gateway.mcp.http import http_app as mcp_app
 from proctor.gateway.pipeline import Pipeline
 from proctor.runtime import Runtime
+from proctor.web import console_app
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ def build_app(runtime: Runtime) -> Starlette:
     routes: list[BaseRoute] = [
         Mount(API_PREFIX, app=create_api(runtime)),
         Mount(MCP_PREFIX, app=mcp),
+        Mount("/console", app=console_app(runtime)),
         door.route(),
     ]
 
