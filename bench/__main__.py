@@ -9,9 +9,12 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from bench import ledger
+from bench import forensics, ledger
 
-BENCHMARKS: dict[str, Callable[[], None]] = {**ledger.BENCHMARKS}
+BENCHMARKS: dict[str, Callable[[], None]] = {
+    **ledger.BENCHMARKS,
+    **forensics.BENCHMARKS,
+}
 
 
 def selected(names: list[str]) -> list[str]:

@@ -15,7 +15,8 @@
     ├── AuthError            unknown or duplicate person, wrong API key, or missing role
     ├── VaultError           a secret or the master key is missing or unreadable
     ├── TaskError            a task or approval is unknown or in the wrong state
-    └── GatewayError         a brokered call cannot go ahead
+    ├── GatewayError         a brokered call cannot go ahead
+    └── QueryError           a search, filter or time range is malformed
 
 Backends translate foreign exceptions at the boundary (``raise StoreError(...) from
 exc``). Messages are lowercase and concrete and never carry a secret value.
@@ -97,3 +98,7 @@ class TaskError(ProctorError):
 
 class GatewayError(ProctorError):
     """A brokered call cannot go ahead."""
+
+
+class QueryError(ProctorError):
+    """A search, a filter or a time range is malformed; nothing was looked up."""

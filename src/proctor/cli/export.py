@@ -14,6 +14,7 @@ from typing import IO, Annotated, NoReturn
 import typer
 
 from proctor.cli.common import HomeOption, err, locate, out
+from proctor.cli.forensics import NOTICE
 from proctor.errors import LedgerError, QueryError
 from proctor.forensics import Forensics, Selection, export_jsonl, export_ocsf
 from proctor.forensics.query import parse_time
@@ -71,6 +72,9 @@ def export_command(
         return
     with Forensics.open(locate(home)) as forensics, _sink(output) as sink:
         if export_format is Format.ocsf or not selection.is_everything:
+            backlog = forensics.backlog()
+            if backlog >= NOTICE:
+                err.print(f"indexing {backlog:,} entries first", markup=False)
             forensics.refresh()
         if export_format is Format.jsonl:
             count = export_jsonl(

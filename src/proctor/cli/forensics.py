@@ -3,6 +3,9 @@ read back, one line per event, every line naming its entry."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import orjson
@@ -20,6 +23,7 @@ from proctor.forensics import (
     build_query,
 )
 from proctor.forensics.proof import Proof
+from proctor.forensics.service import MAX_SCAN
 
 TaskArgument = Annotated[str, typer.Argument(metavar="TASK", help="The task id.")]
 SinceOption = Annotated[
@@ -63,6 +67,8 @@ LABELS = {
     "info": "INFO",
 }
 TONE_OF = {"allow": "allow", "deny": "deny", "needs_approval": "held"}
+NOTICE = 10_000
+"""An index backlog this large is announced before it is folded in."""
 
 
 def register(app: typer.Typer) -> None:
@@ -76,7 +82,7 @@ def trace_command(
 ) -> None:
     """Tell a task's story in order: request, scope, reasoning, calls, approvals,
     outcomes, breaches and quarantine, one line per entry."""
-    with Forensics.open(locate(home)) as forensics:
+    with opened(home) as forensics:
         story = forensics.trace(task)
     if as_json:
         emit_json(story)
@@ -114,6 +120,14 @@ def find_command(
         typer.Option("--type", help="Entry types to search (default: decision)."),
     ] = None,
     limit: LimitOption = 20,
+    scan: Annotated[
+        int,
+        typer.Option(
+            help="Read at most this many candidates to check --where terms on "
+            "context values other than amount.",
+            min=1,
+        ),
+    ] = MAX_SCAN,
     prove: ProveOption = False,
     home: HomeOption = None,
     as_json: JsonOption = False,
@@ -133,9 +147,9 @@ def find_command(
         types=entry_type or ("decision",),
         limit=limit,
     )
-    with Forensics.open(locate(home)) as forensics:
-        findings = forensics.find(query, proofs=prove)
-    _report(findings, as_json=as_json, what="matches")
+    with opened(home) as forensics:
+        findings = forensics.find(query, proofs=prove, scan=scan)
+    _report(findings, as_json=as_json, what=("match", "matches"))
 
 
 def breaches_command(
@@ -151,11 +165,23 @@ def breaches_command(
 ) -> None:
     """List calls outside their task's scope, newest first; exit 1 if there are any."""
     query = _query(task=task, agent=agent, since=since, until=until, limit=limit)
-    with Forensics.open(locate(home)) as forensics:
+    with opened(home) as forensics:
         findings = forensics.breaches(query, proofs=prove)
-    _report(findings, as_json=as_json, what="breaches")
+    _report(findings, as_json=as_json, what=("breach", "breaches"))
     if findings.results:
         raise typer.Exit(1)
+
+
+@contextmanager
+def opened(home: Path | None) -> Iterator[Forensics]:
+    """Open a home's ledger for questions, its entry index caught up (saying so on
+    stderr when that takes a while: the first time on a large ledger)."""
+    with Forensics.open(locate(home)) as forensics:
+        backlog = forensics.backlog()
+        if backlog >= NOTICE:
+            err.print(f"indexing {backlog:,} entries; later questions start from here")
+        forensics.refresh()
+        yield forensics
 
 
 def _query(**fields: Any) -> Query:
@@ -170,7 +196,7 @@ def _usage(message: str) -> NoReturn:
     raise typer.Exit(2)
 
 
-def _report(findings: Findings, *, as_json: bool, what: str) -> None:
+def _report(findings: Findings, *, as_json: bool, what: tuple[str, str]) -> None:
     if as_json:
         emit_json(findings)
         return
@@ -182,7 +208,9 @@ def _report(findings: Findings, *, as_json: bool, what: str) -> None:
             out.print(_entry_line(finding.index, finding.time, finding.entry))
         out.print()
     more = " (more: raise --limit or narrow the search)" if findings.more else ""
-    err.print(f"{len(findings.results)} {what}{more}", markup=False)
+    count = len(findings.results)
+    noun = what[0] if count == 1 else what[1]
+    err.print(f"{count} {noun}{more}", markup=False)
     if findings.note:
         err.print(f"note: {findings.note}", markup=False)
 

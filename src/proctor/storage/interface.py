@@ -10,8 +10,9 @@ DELETE on them.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 NodeKey = tuple[int, int]
 """A complete subtree as ``(level, index)``."""
@@ -86,4 +87,58 @@ class Store(Protocol):
 
     def close(self) -> None:
         """Release connections; the store is unusable afterwards."""
+        ...
+
+
+# Projections: SQL beside the ledger, outside the Store contract.
+
+
+class ProjectionWriter(Protocol):
+    """One open transaction on a projection's own tables."""
+
+    def execute(
+        self, sql: str, parameters: Sequence[object] = ()
+    ) -> list[tuple[Any, ...]]:
+        """Run one statement and return its rows (none for a statement without)."""
+        ...
+
+    def insert(
+        self, table: str, columns: Sequence[str], rows: Iterable[Sequence[object]]
+    ) -> None:
+        """Insert many rows into ``table`` (a name from ``ProjectionStore.table``)."""
+        ...
+
+
+class ProjectionStore(Protocol):
+    """SQL access for projections: tables derived from the entries, in the ledger's
+    own database (the SQLite file, the PostgreSQL schema), so a query can join them
+    with the entries.
+
+    Projections are not append-only: they may be dropped and rebuilt from the
+    entries at any time. They may read the ledger's tables; the ledger's triggers
+    refuse any change to those. Statements use the dialect's parameter markers
+    (``?`` for SQLite, ``%s`` for PostgreSQL) and always bind values. Every method
+    raises ``StoreError`` when the database fails.
+    """
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        ...
+
+    def table(self, name: str) -> str:
+        """Return ``name`` (a table or index) as SQL: quoted, in the ledger's schema.
+
+        Raises StoreError when ``name`` is not a lowercase identifier.
+        """
+        ...
+
+    def query(
+        self, sql: str, parameters: Sequence[object] = ()
+    ) -> list[tuple[Any, ...]]:
+        """Run one read-only query outside any transaction and fetch its rows."""
+        ...
+
+    def transaction(self) -> AbstractContextManager[ProjectionWriter]:
+        """Open one transaction for writing projection tables; commit on success."""
         ...

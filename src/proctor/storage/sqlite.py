@@ -7,16 +7,22 @@ two processes appending to one file serialise on ``BEGIN IMMEDIATE``.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from proctor.errors import ConflictError, StoreError
-from proctor.storage.interface import Batch, NodeKey, StoredCheckpoint
+from proctor.storage.interface import (
+    Batch,
+    NodeKey,
+    ProjectionStore,
+    StoredCheckpoint,
+)
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT = 10.0
@@ -353,3 +359,79 @@ class SqliteStore:
             connections, self._connections = list(self._connections.values()), {}
         for connection in connections:
             connection.close()
+
+    # Beyond the Store interface: SQL for projections in the same file.
+
+    def projections(self) -> ProjectionStore:
+        """Return SQL access for projection tables beside the ledger's own."""
+        return SqliteProjections(self)
+
+
+_NAME = re.compile(r"[a-z_][a-z0-9_]*")
+
+
+def _names(columns: Sequence[str]) -> str:
+    """Join column names for a statement; raises StoreError for a bad one."""
+    for column in columns:
+        if not _NAME.fullmatch(column):
+            raise StoreError(f"projection column name {column!r} is not an identifier")
+
+    return ", ".join(columns)
+
+
+class _SqliteWriter:
+    """One immediate transaction on a thread's connection."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
+
+    def execute(
+        self, sql: str, parameters: Sequence[object] = ()
+    ) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = self._connection.execute(
+            sql, tuple(parameters)
+        ).fetchall()
+
+        return rows
+
+    def insert(
+        self, table: str, columns: Sequence[str], rows: Iterable[Sequence[object]]
+    ) -> None:
+        names = _names(columns)
+        markers = ", ".join("?" for _ in columns)
+        # The table comes from table() and the columns are checked identifiers.
+        statement = f"INSERT INTO {table} ({names}) VALUES ({markers})"  # noqa: S608
+        self._connection.executemany(statement, rows)
+
+
+class SqliteProjections:
+    """Projection tables in the store's file, on the store's per-thread connections.
+
+    Writes take the store's append lock, so a projection's transaction and a ledger
+    append in one process queue rather than poll SQLite's busy timeout.
+    """
+
+    dialect = "sqlite"
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+
+    def table(self, name: str) -> str:
+        """Return ``name`` quoted; raises StoreError when it is not an identifier."""
+        if not _NAME.fullmatch(name):
+            raise StoreError(f"projection table name {name!r} is not an identifier")
+
+        return f'"{name}"'
+
+    def query(
+        self, sql: str, parameters: Sequence[object] = ()
+    ) -> list[tuple[Any, ...]]:
+        """Run one query on this thread's connection; raises StoreError."""
+        return self._store._read(sql, tuple(parameters))
+
+    @contextmanager
+    def transaction(self) -> Iterator[_SqliteWriter]:
+        """Hold one immediate transaction; raises StoreError when SQLite fails."""
+        connection = self._store._connection()
+        with self._store._write_lock, _write(connection, "projection write"):
+            yield _SqliteWriter(connection)
