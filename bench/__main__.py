@@ -9,11 +9,12 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from bench import forensics, ledger
+from bench import forensics, ledger, mcp_gateway
 
 BENCHMARKS: dict[str, Callable[[], None]] = {
     **ledger.BENCHMARKS,
     **forensics.BENCHMARKS,
+    **mcp_gateway.BENCHMARKS,
 }
 
 

@@ -8,22 +8,20 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import anyio
 import typer
 
 from proctor import kinds
 from proctor.cli.common import HomeOption, JsonOption, emit_json, err, locate, out
 from proctor.cli.session import operator
 from proctor.errors import ConfigError
-from proctor.gateway.mcp.config import load_servers
-from proctor.gateway.mcp.importer import TOKEN_FILE, Plan, apply_import, plan_import
-from proctor.gateway.mcp.stdio import environment_token, serve_stdio
-from proctor.home import Home
-from proctor.runtime import Runtime
 from proctor.vault import Vault, load_master_key
-from proctor.vault.vault import SecretVersion
+
+if TYPE_CHECKING:
+    from proctor.gateway.mcp.importer import Plan
+    from proctor.home import Home
+    from proctor.vault.vault import SecretVersion
 
 mcp_app = typer.Typer(
     help="Broker MCP servers: the stdio bridge, and importing a client's servers.",
@@ -45,6 +43,12 @@ def stdio_command(
     An MCP client launches this as its server command, with the task token in
     PROCTOR_TASK_TOKEN (or a file named by PROCTOR_TASK_TOKEN_FILE).
     """
+    import anyio  # noqa: PLC0415 - only the bridge runs an event loop
+
+    from proctor.gateway.mcp.config import load_servers  # noqa: PLC0415 - the mcp SDK costs ~1 s to import; only `proctor mcp` needs it
+    from proctor.gateway.mcp.stdio import environment_token, serve_stdio  # noqa: PLC0415 - as above
+    from proctor.runtime import Runtime  # noqa: PLC0415 - the gateway costs ~0.6 s to import
+
     runtime = Runtime.open(locate(home))
     try:
         servers = load_servers(runtime.config.raw)
@@ -74,6 +78,12 @@ def import_command(
     FILE is then rewritten so that its clients launch each server through the
     proctor bridge; the original is kept beside it, owner-only.
     """
+    from proctor.gateway.mcp.importer import (  # noqa: PLC0415 - the mcp SDK costs ~1 s to import; only `proctor mcp` needs it
+        TOKEN_FILE,
+        apply_import,
+        plan_import,
+    )
+
     located = locate(home)
     document = _read_json(file)
     config_text = located.config_file.read_text(encoding="utf-8")

@@ -29,7 +29,7 @@ from typing import Any
 
 from proctor.errors import EntryError
 from proctor.gateway.mcp.config import TOOL_NAME, McpServer
-from proctor.gateway.pipeline import Call
+from proctor.gateway.pipeline import MALFORMED, Call
 from proctor.ledger.canonical import canonical, reference
 
 DOOR = "mcp"
@@ -39,9 +39,6 @@ TOOL_CALL_KEY = "dev.proctor/tool-call"
 TRACEPARENT_KEY = "dev.proctor/traceparent"
 APPROVAL_KEY = "dev.proctor/approval"
 ENTRY_KEY = "dev.proctor/entry"
-
-MALFORMED = 'Proctor::Action::"Malformed"'
-"""The action of a call that cannot be classified; Cedar knows no such action."""
 
 MAX_RECORDED_ARGS = 16_384
 """Bytes of canonical arguments kept in an entry; larger ones are kept as a digest."""

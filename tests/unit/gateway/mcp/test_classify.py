@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 
 from proctor.gateway.mcp.classify import (
     APPROVAL_KEY,
-    MALFORMED,
     MAX_NOTE,
     MAX_RECORDED_ARGS,
     REASONING_KEY,
@@ -26,6 +25,7 @@ from proctor.gateway.mcp.classify import (
     result_digest,
 )
 from proctor.gateway.mcp.config import McpServer
+from proctor.gateway.pipeline import MALFORMED
 
 GIT = McpServer.from_table(
     "git", {"command": "x", "resource": 'mcp::git::Repository::"{repo_path}"'}
