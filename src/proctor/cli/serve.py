@@ -9,7 +9,6 @@ import typer
 
 from proctor.cli.common import HomeOption, locate
 from proctor.cli.session import note, opened
-from proctor.serve import LOG_FORMAT, is_loopback, run
 
 
 def register(app: typer.Typer) -> None:
@@ -30,6 +29,8 @@ def serve_command(
     ] = None,
 ) -> None:
     """Serve the API (/v1), the HTTP gateway (/http) and MCP (/mcp) until stopped."""
+    from proctor.serve import LOG_FORMAT, is_loopback, run  # noqa: PLC0415 - fastapi, uvicorn, the web console and the mcp SDK cost ~1.5 s; only `proctor serve` needs them
+
     settings = locate(home).config().serve
     host = host or settings.host
     port = port or settings.port

@@ -8,7 +8,7 @@ import os
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
@@ -17,9 +17,11 @@ from proctor.errors import ConfigError
 from proctor.files import read_private
 from proctor.home import Home
 from proctor.ledger.log import Ledger
-from proctor.runtime import Runtime
 from proctor.tasks.people import People, Person, Role
 from proctor.tasks.state import Authority
+
+if TYPE_CHECKING:
+    from proctor.runtime import Runtime
 
 API_KEY_ENV = "PROCTOR_API_KEY"
 
@@ -75,6 +77,8 @@ def api_key(key_file: Path | None) -> str:
 @contextmanager
 def opened(path: Path | None) -> Iterator[Runtime]:
     """Open the home's runtime for a command that records entries, then close it."""
+    from proctor.runtime import Runtime  # noqa: PLC0415 - the gateway costs ~0.6 s to import; only recording commands need it
+
     runtime = Runtime.open(locate(path))
     try:
         yield runtime
