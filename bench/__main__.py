@@ -9,12 +9,13 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from bench import forensics, ledger, mcp_gateway
+from bench import forensics, http_gateway, ledger, mcp_gateway
 
 BENCHMARKS: dict[str, Callable[[], None]] = {
     **ledger.BENCHMARKS,
     **forensics.BENCHMARKS,
     **mcp_gateway.BENCHMARKS,
+    **http_gateway.BENCHMARKS,
 }
 
 
