@@ -333,7 +333,7 @@ def bench_proofs() -> None:
         f"`proctor.ledger.proofs` on the {size:,}-entry ledger: {PROOFS:,} inclusion "
         "proofs of random entries in the whole tree, then as many consistency proofs "
         f"between random sizes, each after {WARM_PROOFS} untimed ones. A time covers "
-        "`proofs.*_proof`: the size check and the one node query, each a round trip. "
+        "`proofs.*_proof`: one query for every subtree hash the proof needs. "
         "Every proof is also verified, untimed. Met: p99 under the target.\n\n"
         + table.to_markdown()
     )
