@@ -170,5 +170,9 @@ def init(home: Home, *, origin: str | None = None) -> Home:
     home.policies.mkdir(mode=0o700)
     (home.policies / "schema.cedarschema").write_text(BASE_SCHEMA, encoding="utf-8")
     home.open_store().close()
+    if home.ledger_db.exists():
+        # The ledger holds requests as sent; SQLite gives its journal files the
+        # database file's mode, so they stay private too.
+        home.ledger_db.chmod(0o600)
 
     return home

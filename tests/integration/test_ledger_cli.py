@@ -374,3 +374,9 @@ class TestTiles:
 
         assert result.code == 1
         assert "no checkpoint" in result.err
+
+
+class TestPrivacy:
+    def test_ledger_file_is_private(self, home: Home) -> None:
+        """The ledger holds requests as sent, so only its owner may read it."""
+        assert home.ledger_db.stat().st_mode & 0o777 == 0o600

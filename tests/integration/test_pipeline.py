@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from proctor import kinds
-from proctor.errors import AuthError, StoreError, TaskError
+from proctor.errors import AuthError, PolicyError, StoreError, TaskError
 from proctor.gateway.pipeline import UNMAPPED, Call, Pipeline, Verdict
 from proctor.home import Home
 from proctor.ledger import entries
@@ -406,3 +406,28 @@ class TestSecrets:
         )
 
         assert report.size == runtime.ledger.size
+
+
+class TestOpeningRefusals:
+    def test_empty_request_is_refused(self, runtime: Runtime) -> None:
+        """A task needs the user's request in their own words."""
+        text = (ASSETS / "scopes" / "invoices.toml").read_text()
+        with pytest.raises(TaskError, match="needs a request"):
+            runtime.service.open_task(
+                user="ap-clerk@example.com",
+                agent="ledger-bot",
+                request="   ",
+                scope=ScopeText.parse(text, format="toml"),
+                by="test",
+            )
+
+    def test_scope_permitting_nothing_is_refused(self, runtime: Runtime) -> None:
+        """An empty scope is refused rather than opening a task that can do nothing."""
+        with pytest.raises(PolicyError, match="permits nothing"):
+            runtime.service.open_task(
+                user="ap-clerk@example.com",
+                agent="ledger-bot",
+                request="Pay",
+                scope=ScopeText.parse("", format="toml"),
+                by="test",
+            )

@@ -121,8 +121,14 @@ class TaskService:
     ) -> Task:
         """Open a task; it is active at once unless a policy wants a named approver.
 
-        Raises PolicyError when the scope is invalid or the organisation forbids it.
+        Raises TaskError for an empty request, agent or user, and PolicyError when
+        the scope permits nothing, is invalid, or the organisation forbids it.
         """
+        for name, value in (("request", request), ("agent", agent), ("user", user)):
+            if not value.strip():
+                raise TaskError(f"a task needs a {name}; it is empty")
+        if not scope_actions(scope.scope):
+            raise PolicyError("the scope permits nothing: add at least one [[allow]]")
         problems = self.org.check_scope(scope.scope)
         if problems:
             raise PolicyError("; ".join(str(problem) for problem in problems))
