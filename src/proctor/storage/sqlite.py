@@ -353,12 +353,20 @@ class SqliteStore:
         return StoredCheckpoint(size, note)
 
     def close(self) -> None:
-        """Close every thread's connection; later calls raise StoreError."""
+        """Close the connections no other thread may be using; later calls raise
+        StoreError.
+
+        Closing a connection from another thread while it runs a statement crashes
+        the interpreter, so a live thread's connection is only dropped here and
+        closes when that thread lets go of it.
+        """
         with self._lock:
             self._closed = True
-            connections, self._connections = list(self._connections.values()), {}
-        for connection in connections:
-            connection.close()
+            connections, self._connections = self._connections, {}
+        current = threading.current_thread()
+        for thread, connection in connections.items():
+            if thread is current or not thread.is_alive():
+                connection.close()
 
     # Beyond the Store interface: SQL for projections in the same file.
 
