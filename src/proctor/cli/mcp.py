@@ -45,9 +45,14 @@ def stdio_command(
     """
     import anyio  # noqa: PLC0415 - only the bridge runs an event loop
 
-    from proctor.gateway.mcp.config import load_servers  # noqa: PLC0415 - the mcp SDK costs ~1 s to import; only `proctor mcp` needs it
-    from proctor.gateway.mcp.stdio import environment_token, serve_stdio  # noqa: PLC0415 - as above
-    from proctor.runtime import Runtime  # noqa: PLC0415 - the gateway costs ~0.6 s to import
+    # Imported here: the mcp SDK costs ~1 s to import; only `proctor mcp` needs it
+    from proctor.gateway.mcp.config import load_servers  # noqa: PLC0415
+
+    # Imported here: as above
+    from proctor.gateway.mcp.stdio import environment_token, serve_stdio  # noqa: PLC0415
+
+    # Imported here: the gateway costs ~0.6 s to import
+    from proctor.runtime import Runtime  # noqa: PLC0415
 
     runtime = Runtime.open(locate(home))
     try:
@@ -78,7 +83,8 @@ def import_command(
     FILE is then rewritten so that its clients launch each server through the
     proctor bridge; the original is kept beside it, owner-only.
     """
-    from proctor.gateway.mcp.importer import (  # noqa: PLC0415 - the mcp SDK costs ~1 s to import; only `proctor mcp` needs it
+    # Imported here: the mcp SDK costs ~1 s to import; only `proctor mcp` needs it
+    from proctor.gateway.mcp.importer import (  # noqa: PLC0415
         TOKEN_FILE,
         apply_import,
         plan_import,

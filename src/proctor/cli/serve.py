@@ -29,7 +29,9 @@ def serve_command(
     ] = None,
 ) -> None:
     """Serve the API (/v1), the HTTP gateway (/http) and MCP (/mcp) until stopped."""
-    from proctor.serve import LOG_FORMAT, is_loopback, run  # noqa: PLC0415 - fastapi, uvicorn, the web console and the mcp SDK cost ~1.5 s; only `proctor serve` needs them
+    # Imported here: fastapi, uvicorn, the web console and the mcp SDK cost ~1.5 s
+    # to import, and only `proctor serve` needs them.
+    from proctor.serve import LOG_FORMAT, is_loopback, run  # noqa: PLC0415
 
     settings = locate(home).config().serve
     host = host or settings.host

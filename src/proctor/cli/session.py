@@ -77,7 +77,8 @@ def api_key(key_file: Path | None) -> str:
 @contextmanager
 def opened(path: Path | None) -> Iterator[Runtime]:
     """Open the home's runtime for a command that records entries, then close it."""
-    from proctor.runtime import Runtime  # noqa: PLC0415 - the gateway costs ~0.6 s to import; only recording commands need it
+    # Imported here: the gateway costs ~0.6 s to import; only recording commands need it
+    from proctor.runtime import Runtime  # noqa: PLC0415
 
     runtime = Runtime.open(locate(path))
     try:
