@@ -9,10 +9,18 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from hypothesis import HealthCheck, settings
 
 from proctor.home import Home, init
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Properties are judged by what they assert, never by the clock: on a loaded
+# two-core machine, generating examples can be slow without anything being wrong.
+settings.register_profile(
+    "proctor", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("proctor")
 
 
 @pytest.fixture(scope="session")
