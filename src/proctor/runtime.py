@@ -68,6 +68,7 @@ class Runtime:
         ledger = home.open_ledger()
         try:
             authority = Authority(ledger.store)
+            ledger.listen(authority.fold_appended)
             authority.sync()
             service = TaskService(
                 ledger,

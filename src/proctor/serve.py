@@ -17,10 +17,11 @@ from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proctor.api import create_api
-from proctor.gateway.http import ENTRY_HEADER, HttpDoor, uvicorn_options
+from proctor.gateway.http import ENTRY_HEADER, PREFIX, HttpDoor
 from proctor.gateway.mcp.config import load_servers
 from proctor.gateway.mcp.http import http_app as mcp_app
 from proctor.gateway.pipeline import Pipeline
+from proctor.gateway.wire import uvicorn_options
 from proctor.runtime import Runtime
 from proctor.web import console_app
 
@@ -28,10 +29,11 @@ log = logging.getLogger(__name__)
 
 API_PREFIX = "/v1"
 MCP_PREFIX = "/mcp"
+DOOR_PREFIX = f"{PREFIX}/".encode()
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
-def build_app(runtime: Runtime) -> Starlette:
+def build_app(runtime: Runtime) -> Front:
     """Build the served app over an open runtime; the caller closes the runtime.
 
     Both doors share one pipeline, so an approval is used once whichever door
@@ -45,7 +47,6 @@ def build_app(runtime: Runtime) -> Starlette:
         Mount(API_PREFIX, app=create_api(runtime)),
         Mount(MCP_PREFIX, app=mcp),
         Mount("/console", app=console_app(runtime)),
-        door.route(),
     ]
 
     @asynccontextmanager
@@ -60,7 +61,32 @@ def build_app(runtime: Runtime) -> Starlette:
     app = Starlette(routes=routes, lifespan=lifespan)
     app.add_middleware(RequestLog)
 
-    return app
+    return Front(door, app)
+
+
+class Front:
+    """Hands each request to the HTTP door or to the app's routes.
+
+    The HTTP door takes every target below ``/http/`` straight from the server,
+    and every target that is not a path at all (an absolute URL), which it refuses
+    and records; it answers and logs each call itself. Everything else, and the
+    lifespan, goes through the app: the API, the MCP door and the console.
+    """
+
+    def __init__(self, door: HttpDoor, app: ASGIApp) -> None:
+        self.door = door
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and _for_door(scope):
+            await self.door(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
+def _for_door(scope: Scope) -> bool:
+    target: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
+    return target.startswith(DOOR_PREFIX) or not target.startswith(b"/")
 
 
 def http_door(runtime: Runtime, pipeline: Pipeline) -> HttpDoor:
@@ -77,7 +103,7 @@ def mcp_door(runtime: Runtime, pipeline: Pipeline) -> Starlette:
 
 
 def run(runtime: Runtime, *, host: str, port: int) -> None:
-    """Serve until interrupted: h11 with bounded headers, our own request log line."""
+    """Serve until interrupted, on the wire of :mod:`proctor.gateway.wire`."""
     uvicorn.run(
         build_app(runtime),
         host=host,

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from starlette.applications import Starlette
+from starlette.types import Message
 
 from proctor import kinds
 from proctor.gateway.pipeline import Call, Verdict
@@ -27,7 +27,7 @@ from proctor.home import Home
 from proctor.ledger import entries
 from proctor.ledger.verify import verify_ledger
 from proctor.runtime import Runtime
-from proctor.serve import build_app, is_loopback
+from proctor.serve import Front, build_app, is_loopback
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets" / "policy"
 INVOICES = (ASSETS / "scopes" / "invoices.toml").read_text(encoding="utf-8")
@@ -44,7 +44,7 @@ CANARY = "canary-5b1d2e9f-not-for-anyone"
 class Api:
     """The served app driven through httpx, one event loop per request."""
 
-    app: Starlette
+    app: Front
     keys: dict[str, str]
 
     def request(
@@ -605,11 +605,18 @@ class TestServedApp:
     def test_lifespan_opens_and_closes_the_door(self, api: Api) -> None:
         """The app starts and stops cleanly around its gateway door."""
 
-        async def cycle() -> None:
-            async with api.app.router.lifespan_context(api.app):
-                pass
+        messages = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+        answers: list[str] = []
 
-        asyncio.run(cycle())
+        async def receive() -> dict[str, str]:
+            return messages.pop(0)
+
+        async def send(message: Message) -> None:
+            answers.append(message["type"])
+
+        asyncio.run(api.app({"type": "lifespan"}, receive, send))
+
+        assert answers == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
 
     def test_ledger_failure_is_503(self, api: Api, runtime: Runtime) -> None:
         """When the ledger cannot record, nothing changes and the reason says so."""

@@ -1,7 +1,8 @@
 """Bounds on what one request may bring, answered in the API's own refusal shape.
 
-Uvicorn's h11 parser bounds headers that arrive in pieces; headers that arrive in
-one read are counted here, and bodies as they arrive, declared or chunked.
+The wire (:mod:`proctor.gateway.wire`) bounds a head while it arrives, at a bound
+four times this one; heads are counted here against this one, and bodies as they
+arrive, declared or chunked.
 """
 
 from __future__ import annotations

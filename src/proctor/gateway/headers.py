@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 MAX_HEADER_BYTES = 16 * 1024
-"""Request line and headers together; uvicorn's h11 parser is given the same limit."""
+"""Request line and headers together; the wire's own bound is four times this."""
 
 MAX_NOTE = 1000
 """Characters of ``Proctor-Reasoning`` kept; longer notes are cut with an ellipsis."""

@@ -17,8 +17,8 @@ arrives; its outcome is then reported with :meth:`complete`.
 The ``Host`` header never routes: the upstream is the configured ``base_url`` and
 the path comes from the target below ``/http/<service>``. An absolute-form target
 (``GET http://elsewhere/ HTTP/1.1``) does not start with ``/http/`` and never reaches
-this route. Header size is bounded by uvicorn's h11 parser (:func:`uvicorn_options`)
-and checked again here, body size while reading it.
+this route. Header size is bounded on the wire (:mod:`proctor.gateway.wire`) and
+checked again here, body size while reading it.
 
 Every answer carries ``Proctor-Entry``: the decision entry's index, or ``none`` when
 nothing could be recorded (then the status is 401 or 503 and nothing was sent).
@@ -33,7 +33,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import orjson
 from starlette.requests import ClientDisconnect, Request
@@ -139,12 +139,6 @@ class DoorSettings:
     max_header_bytes: int = MAX_HEADER_BYTES
     pool_limit: int = 512
     pool_limit_per_host: int = 128
-
-
-def uvicorn_options(settings: DoorSettings | None = None) -> dict[str, Any]:
-    """Return the uvicorn settings the door relies on: h11, with its header limit."""
-    limit = (settings or DoorSettings()).max_header_bytes
-    return {"http": "h11", "h11_max_incomplete_event_size": limit}
 
 
 @dataclass

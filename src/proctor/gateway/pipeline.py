@@ -227,13 +227,15 @@ class Pipeline:
         }
         if error is not None:
             fields["error"] = str(self.scrub(error))
-        await self._record(kinds.CALL_COMPLETED, fields)
+        # Nothing waits on an outcome: it shares the commit of the next decision.
+        await self._record(kinds.CALL_COMPLETED, fields, hurried=False)
 
     # Deciding
 
     async def _authorize(self, claims: TaskClaims, call: Call) -> Verdict:
+        # authenticate() has just read the ledger for these claims.
         try:
-            task = self.service.require_task(claims.task)
+            task = self.service.known_task(claims.task)
         except TaskError as exc:
             return Verdict(False, 401, None, "unauthenticated", str(exc))
         approval, problem = self._approval_for(task, call)
@@ -493,9 +495,13 @@ class Pipeline:
         )
         return breach
 
-    async def _record(self, kind: str, fields: Mapping[str, Any]) -> int | None:
+    async def _record(
+        self, kind: str, fields: Mapping[str, Any], *, hurried: bool = True
+    ) -> int | None:
         try:
-            receipt = await self.service.ledger.append_async(kind, fields)
+            receipt = await self.service.ledger.append_async(
+                kind, fields, hurried=hurried
+            )
         except (LedgerError, StoreError) as exc:
             log.error("ledger refused an entry type=%s error=%s", kind, exc)
             return None

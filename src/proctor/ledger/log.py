@@ -1,9 +1,22 @@
 """The ledger as a running service: durable appends with group commit and signed
 checkpoints on a schedule.
 
-One writer thread owns the tree's right edge. Callers hand it entries and wait on a
-future; it drains whatever is queued into one transaction, so many concurrent appends
-share one fsync, and each caller is answered only once its entry is durable.
+Entries are committed in batches, so many concurrent appends share one fsync, and
+each caller is answered only once its entry is durable. Two paths lead there:
+
+- from async code (the doors), :meth:`Ledger.append_async` gathers what a round of
+  the event loop appends and commits it at the start of the next round, on the
+  loop's own thread: no hand-off to another thread, whose wake-ups and contention
+  for the GIL would cost more than the commit itself blocks the loop. An entry
+  nobody waits on before acting (a call's outcome) may wait up to ``UNHURRIED``
+  seconds for company, and is committed with the next entry somebody does wait
+  on, so a steady stream of calls pays one commit per call, not two;
+- from other threads, :meth:`Ledger.submit` queues entries for a writer thread,
+  which drains whatever is queued into one transaction. The writer also signs the
+  checkpoints, on a schedule.
+
+One lock keeps commits in order, so only one batch at a time extends the tree's
+right edge, whichever path it came by.
 """
 
 from __future__ import annotations
@@ -13,9 +26,9 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from proctor.errors import ConflictError, EntryError, LedgerError, StoreError
@@ -28,6 +41,8 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 1024
 CONFLICT_RETRIES = 5
+UNHURRIED = 0.02
+"""Seconds an unhurried entry may wait for others to share its commit."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +52,22 @@ class Receipt:
     index: int
     time: str
     leaf_hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """An entry this ledger has just made durable: where, its type, its fields as
+    given (equal to what its bytes decode to, less the envelope) and its bytes."""
+
+    index: int
+    kind: str
+    fields: Mapping[str, Any]
+    data: bytes
+
+
+Listener = Callable[[Sequence[Appended]], None]
+"""Told of each durable batch, in order, on the writer thread, before its callers
+are answered; it must be quick and must not append."""
 
 
 @dataclass(frozen=True)
@@ -55,12 +86,24 @@ class _Append:
     waiter: asyncio.Future[Receipt] | None = None
 
 
+@dataclass
+class _Round:
+    """What one event loop has appended since its last commit, and when it is due:
+    at the loop's next round (``soon``) or when the unhurried ``timer`` fires."""
+
+    appends: list[_Append] = field(default_factory=list)
+    soon: bool = False
+    timer: asyncio.TimerHandle | None = None
+
+
 @dataclass(frozen=True)
 class _Sign:
     future: Future[bytes]
 
 
 _STOP = object()
+_DUE = object()
+"""Tells the writer that a checkpoint may be due after a commit made elsewhere."""
 
 
 class Ledger:
@@ -82,7 +125,10 @@ class Ledger:
         self._policy = policy or CheckpointPolicy()
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._rounds: dict[asyncio.AbstractEventLoop, _Round] = {}
+        self._committing = threading.Lock()
         self._closed = False
+        self._listeners: list[Listener] = []
         self._edge = self._load_edge()
         latest = store.latest_checkpoint()
         self._signed_size = latest.size if latest else 0
@@ -97,6 +143,10 @@ class Ledger:
         """How many entries this ledger has durably written and knows of."""
         return self._edge.size
 
+    def listen(self, listener: Listener) -> None:
+        """Tell ``listener`` of every batch appended from now on (see Listener)."""
+        self._listeners.append(listener)
+
     def submit(self, kind: str, fields: Mapping[str, Any]) -> Future[Receipt]:
         """Queue one entry; the future answers once it is durable.
 
@@ -110,15 +160,30 @@ class Ledger:
         """Append one entry and wait until it is durable."""
         return self.submit(kind, fields).result()
 
-    async def append_async(self, kind: str, fields: Mapping[str, Any]) -> Receipt:
-        """Append one entry from async code, waiting without blocking the loop.
+    async def append_async(
+        self, kind: str, fields: Mapping[str, Any], *, hurried: bool = True
+    ) -> Receipt:
+        """Append one entry from async code and wait until it is durable.
 
+        The entry is committed with everything else appended in this round of the
+        loop, at the start of the next round; with ``hurried=False`` it may wait
+        up to ``UNHURRIED`` seconds for a hurried entry to share the commit.
         Raises as ``submit`` and its future do. Cancelling the wait withdraws the
-        entry only while the writer has not taken it into a batch.
+        entry until its batch is committed.
         """
-        waiter: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Receipt] = loop.create_future()
         item = _Append(kind, fields, Future(), waiter)
-        self._put(item)
+        self._check(item)
+        round_ = self._rounds.get(loop)
+        if round_ is None:
+            round_ = self._rounds[loop] = _Round()
+        round_.appends.append(item)
+        if hurried and not round_.soon:
+            round_.soon = True
+            loop.call_soon(self._commit_round, loop)
+        elif not round_.soon and round_.timer is None:
+            round_.timer = loop.call_later(UNHURRIED, self._commit_round, loop)
         try:
             return await waiter
         except asyncio.CancelledError:
@@ -143,12 +208,36 @@ class Ledger:
         self._writer.join()
 
     def _put(self, item: _Append) -> Future[Receipt]:
-        entries.check_fields(item.kind, item.fields)
-        if self._closed:
-            raise LedgerError("the ledger is closed; nothing more can be appended")
+        self._check(item)
         self._queue.put(item)
 
         return item.future
+
+    def _check(self, item: _Append) -> None:
+        entries.check_fields(item.kind, item.fields)
+        if self._closed:
+            raise LedgerError("the ledger is closed; nothing more can be appended")
+
+    def _commit_round(self, loop: asyncio.AbstractEventLoop) -> None:
+        # On the loop's thread: commit what this loop appended in its last round.
+        round_ = self._rounds.pop(loop, None)
+        if round_ is None:
+            return
+        if round_.timer is not None:
+            round_.timer.cancel()
+        # A caller that stopped waiting (cancelled) before now withdraws its entry.
+        waited = [item for item in round_.appends if not _withdrawn(item)]
+        appends = _claimed(waited)
+        if self._closed:
+            closed = LedgerError("the ledger closed before the entry was written")
+            for item in appends:
+                item.future.set_exception(closed)
+        elif appends:
+            with self._committing:
+                self._commit_or_fail(appends)
+            if self._edge.size - self._signed_size >= self._policy.every:
+                self._queue.put(_DUE)
+        _settle(appends)
 
     def _load_edge(self) -> merkle.CompactRange:
         size = self.store.size()
@@ -163,26 +252,19 @@ class Ledger:
             try:
                 first = self._queue.get(timeout=self._until_due())
             except queue.Empty:
-                self._sign_if_due()
+                with self._committing:
+                    self._sign_if_due()
                 continue
             items = [first, *self._drain()]
             stopping = _STOP in items
-            # Claim each entry as concurrent.futures executors do: one cancelled
-            # before now is dropped, and from now on it can no longer be cancelled,
-            # so answering it below cannot fail and stop the writer.
-            appends = [
-                item
-                for item in items
-                if isinstance(item, _Append)
-                and item.future.set_running_or_notify_cancel()
-            ]
-            if appends:
-                self._commit_or_fail(appends)
-                _wake_loops(appends)
-            for item in items:
-                if isinstance(item, _Sign):
-                    self._answer_sign(item.future)
-            self._sign_if_due(final=stopping)
+            appends = _claimed([item for item in items if isinstance(item, _Append)])
+            with self._committing:
+                if appends:
+                    self._commit_or_fail(appends)
+                for item in items:
+                    if isinstance(item, _Sign):
+                        self._answer_sign(item.future)
+                self._sign_if_due(final=stopping)
 
     def _commit_or_fail(self, appends: list[_Append]) -> None:
         # Whatever goes wrong, every caller is answered and the writer lives on:
@@ -220,6 +302,7 @@ class Ledger:
                 self._fail(waiting, exc)
                 return
             self._edge = edge
+            self._tell(batch, receipts)
             for item, receipt in receipts:
                 item.future.set_result(receipt)
             return
@@ -244,6 +327,17 @@ class Ledger:
             nodes.extend(edge.append(leaf))
 
         return Batch(start, rows, nodes), receipts
+
+    def _tell(self, batch: Batch, receipts: list[tuple[_Append, Receipt]]) -> None:
+        appended = [
+            Appended(receipt.index, item.kind, item.fields, data)
+            for (item, receipt), data in zip(receipts, batch.entries, strict=True)
+        ]
+        for listener in self._listeners:
+            try:
+                listener(appended)
+            except Exception:
+                log.exception("a ledger listener failed entries=%d", len(appended))
 
     def _fail(self, appends: list[_Append], error: Exception) -> None:
         log.error("ledger append failed entries=%d error=%s", len(appends), error)
@@ -302,23 +396,19 @@ class Ledger:
         return note
 
 
-def _wake_loops(appends: list[_Append]) -> None:
-    # One wake-up per event loop per batch: waking a loop per entry costs a self-pipe
-    # write and a GIL hand-off each, a third of the writer's time under load
-    # (bench/ledger.py, 32 asyncio tasks).
-    answered: dict[asyncio.AbstractEventLoop, list[_Append]] = {}
-    for item in appends:
-        if item.waiter is not None:
-            answered.setdefault(item.waiter.get_loop(), []).append(item)
-    for loop, items in answered.items():
-        try:
-            loop.call_soon_threadsafe(_settle, items)
-        except RuntimeError:
-            log.warning("ledger answers lost: event loop closed entries=%d", len(items))
+def _claimed(appends: list[_Append]) -> list[_Append]:
+    # Claim each entry as concurrent.futures executors do: one cancelled before now
+    # is dropped, and from now on it can no longer be cancelled, so answering it
+    # cannot fail and stop the writer.
+    return [item for item in appends if item.future.set_running_or_notify_cancel()]
+
+
+def _withdrawn(item: _Append) -> bool:
+    return item.waiter is not None and item.waiter.cancelled()
 
 
 def _settle(items: list[_Append]) -> None:
-    # Runs on the waiters' loop; every claimed future is done once its batch is.
+    # On the waiters' loop: every claimed future is done once its batch is.
     for item in items:
         if item.waiter is None or item.waiter.done():
             continue

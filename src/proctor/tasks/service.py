@@ -220,8 +220,13 @@ class TaskService:
         return scope
 
     def require_task(self, task_id: str) -> Task:
-        """Return the task; raises TaskError when there is none."""
+        """Return the task as the ledger says now; raises TaskError if there is none."""
         self.authority.sync()
+        return self.known_task(task_id)
+
+    def known_task(self, task_id: str) -> Task:
+        """Return the task as this process last read the ledger, without reading it
+        again (what this process appends is always known); raises TaskError."""
         task = self.authority.task(task_id)
         if task is None:
             raise TaskError(f"no task {task_id!r}")

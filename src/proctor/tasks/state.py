@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
@@ -17,6 +17,7 @@ from typing import Any
 
 from proctor import kinds
 from proctor.ledger import entries
+from proctor.ledger.log import Appended
 from proctor.storage.interface import Store
 
 log = logging.getLogger(__name__)
@@ -129,13 +130,27 @@ class Authority:
         """Fold in every entry appended since the last sync, by anyone."""
         with self._lock:
             for data in self._store.entries(self._next):
-                self._apply(entries.decode(data))
+                entry = entries.decode(data)
+                self._apply(int(entry["index"]), str(entry["type"]), entry)
 
     def observe(self, index: int) -> None:
         """Make sure entry ``index``, just appended, is folded in."""
         with self._lock:
             if index >= self._next:
                 self.sync()
+
+    def fold_appended(self, appended: Sequence[Appended]) -> None:
+        """Fold in entries this process has just appended, without reading them back.
+
+        Meant as the ledger's listener. Entries others appended in between are read
+        from the store first, so the fold stays in index order.
+        """
+        with self._lock:
+            for entry in appended:
+                if entry.index > self._next:
+                    self.sync()
+                if entry.index == self._next:
+                    self._apply(entry.index, entry.kind, entry.fields)
 
     def task(self, task_id: str) -> Task | None:
         with self._lock:
@@ -167,9 +182,8 @@ class Authority:
         with self._lock:
             return self._folded.policy
 
-    def _apply(self, entry: Mapping[str, Any]) -> None:
-        index = int(entry["index"])
-        apply = _APPLY.get(str(entry["type"]))
+    def _apply(self, index: int, kind: str, entry: Mapping[str, Any]) -> None:
+        apply = _APPLY.get(kind)
         if apply is not None:
             try:
                 apply(self._folded, index, entry)
@@ -177,12 +191,7 @@ class Authority:
                 # An entry naming what no earlier entry created is skipped, not
                 # fatal: the projection stays usable and `proctor verify` judges
                 # the ledger itself.
-                log.warning(
-                    "projection skipped entry=%d type=%s: %r",
-                    index,
-                    entry.get("type"),
-                    exc,
-                )
+                log.warning("projection skipped entry=%d type=%s: %r", index, kind, exc)
         self._next = index + 1
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -33,6 +34,9 @@ AUDIENCE = "proctor"
 ISSUER = "proctor"
 DEFAULT_TTL = timedelta(minutes=15)
 MAX_TOKEN_CHARS = 8192
+VERIFIED_TOKENS = 4096
+"""How many verified tokens a verifier remembers, so that an agent's next call with
+the same token skips the signature check; its time and revocation are checked anew."""
 
 Clock = Callable[[], datetime]
 RevocationCheck = Callable[[str, str], str | None]
@@ -163,9 +167,37 @@ class TokenVerifier:
         self._issuer = issuer
         self._leeway = leeway
         self._clock = clock
+        self._verified: dict[str, TaskClaims] = {}
+        self._remembering = threading.Lock()
 
     def verify(self, token: str) -> TaskClaims:
-        """Return the claims of a valid token; raise TokenError saying why it is not."""
+        """Return the claims of a valid token; raise TokenError saying why it is not.
+
+        A token whose signature and claims verified before is taken from memory:
+        the same bytes verify the same way, so only its expiry and revocation,
+        which change with time and the ledger, are checked again.
+        """
+        claims = self._verified.get(token) if isinstance(token, str) else None
+        if claims is None:
+            claims = self._verify_signed(token)
+            self._remember(token, claims)
+        elif claims.expires <= self._clock() - self._leeway:
+            raise TokenError(f"token expired at {claims.expires.isoformat()}")
+        reason = self._is_revoked(claims.jti, claims.task)
+        if reason is not None:
+            raise TokenError(
+                f"token {claims.jti} for task {claims.task} is revoked: {reason}"
+            )
+        return claims
+
+    def _remember(self, token: str, claims: TaskClaims) -> None:
+        with self._remembering:
+            if len(self._verified) >= VERIFIED_TOKENS:
+                # Forget the oldest: dicts keep insertion order.
+                del self._verified[next(iter(self._verified))]
+            self._verified[token] = claims
+
+    def _verify_signed(self, token: str) -> TaskClaims:
         self._check_header(token)
         try:
             payload = jwt.decode(
@@ -178,13 +210,7 @@ class TokenVerifier:
         except jwt.PyJWTError as exc:
             raise TokenError(f"malformed token: {exc}") from exc
 
-        claims = self._claims(payload)
-        reason = self._is_revoked(claims.jti, claims.task)
-        if reason is not None:
-            raise TokenError(
-                f"token {claims.jti} for task {claims.task} is revoked: {reason}"
-            )
-        return claims
+        return self._claims(payload)
 
     def _check_header(self, token: object) -> None:
         if not isinstance(token, str) or not token:

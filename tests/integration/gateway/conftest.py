@@ -26,9 +26,9 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
-from proctor.gateway.http import uvicorn_options
+from proctor.gateway.wire import uvicorn_options
 
 HERE = Path(__file__).resolve().parent
 JSON_SERVER = Path(
@@ -155,9 +155,9 @@ def json_server(tmp_path: Path) -> Iterator[JsonServer]:
 
 
 class AppServer:
-    """A Starlette app under a real uvicorn, in a thread, on a free port."""
+    """An ASGI app under a real uvicorn, in a thread, on a free port."""
 
-    def __init__(self, app: Starlette) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self._socket = socket.socket()
         self._socket.bind(("127.0.0.1", 0))
         self.port = int(self._socket.getsockname()[1])

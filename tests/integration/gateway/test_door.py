@@ -22,6 +22,7 @@ from starlette.applications import Starlette
 
 from proctor.gateway.http import DoorSettings, HttpDoor
 from proctor.gateway.routes import MALFORMED, UNMAPPED, load_services
+from proctor.gateway.wire import MAX_HEAD_BYTES
 
 from .conftest import (
     Agent,
@@ -653,16 +654,16 @@ class TestBadInput:
 
         malformed(door, response, 431, "headers_too_large")
 
-    def test_huge_incomplete_headers_are_refused_by_the_parser(
-        self, door: Door
-    ) -> None:
-        """A head still growing past the limit is cut off by uvicorn's h11 parser."""
+    def test_huge_incomplete_headers_are_cut_off_on_the_wire(self, door: Door) -> None:
+        """A head still growing past the wire's bound is answered 431 before it
+        ends (and, below that bound, by the door with a record, above)."""
         answer = door.raw(
-            b"GET /http/bin/get HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000,
+            b"GET /http/bin/get HTTP/1.1\r\nHost: x\r\nX-Big: "
+            + b"a" * (MAX_HEAD_BYTES + 1000),
             b"\r\nConnection: close\r\n\r\n",
         )
 
-        assert status_of(answer) == 400
+        assert status_of(answer) == 431
         assert door.double.calls == []
         assert door.double.refused == []
 

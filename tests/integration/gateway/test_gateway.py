@@ -29,7 +29,7 @@ from proctor.tasks.people import Person
 from proctor.tasks.service import ScopeText
 from proctor.tasks.state import ApprovalState, Task, TaskState
 
-from .conftest import AppServer, JsonServer, agent_factory
+from .conftest import AppServer, JsonServer, agent_factory, raw_exchange, status_of
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "policy"
 FINANCE_KEY = "finance-key-5d1e0c7b9a"
@@ -399,6 +399,27 @@ class TestRefusals:
         assert response.status_code == 401
         assert refused["type"] == kinds.AUTH_REFUSED
         assert refused["request"]["path"] == "/http/finance/invoices/inv-1"
+
+    def test_absolute_target_is_refused_and_recorded(self, gateway: Gateway) -> None:
+        """An absolute URL as the target is never forwarded anywhere: 400, and the
+        attempt is a Malformed call in the ledger, whatever host it names."""
+        request = (
+            b"GET http://169.254.169.254/http/finance/invoices/inv-1 HTTP/1.1\r\n"
+            b"Host: 169.254.169.254\r\nAuthorization: Bearer %s\r\n"
+            b"Connection: close\r\n\r\n" % gateway.token.encode()
+        )
+        answer = raw_exchange(gateway.server.port, request)
+        head = answer.split(b"\r\n\r\n", 1)[0].decode("latin-1").lower()
+        entry_line = next(
+            line for line in head.splitlines() if line.startswith("proctor-entry:")
+        )
+        recorded = gateway.entry(entry_line.split(":", 1)[1].strip())
+
+        assert status_of(answer) == 400
+        assert recorded["action"] == MALFORMED
+        assert recorded["outcome"] == "deny"
+        assert "169.254.169.254" in recorded["request"]["path"]
+        assert gateway.finance.data()["payments"] == []
 
 
 class TestRecord:

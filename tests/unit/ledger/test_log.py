@@ -13,7 +13,7 @@ import pytest
 from proctor.errors import EntryError, LedgerError, StoreError
 from proctor.ledger import entries, merkle, proofs
 from proctor.ledger.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
-from proctor.ledger.log import CheckpointPolicy, Ledger
+from proctor.ledger.log import UNHURRIED, Appended, CheckpointPolicy, Ledger
 from proctor.ledger.note import Signer, Verifier
 from proctor.storage.interface import Batch, StoredCheckpoint
 from proctor.storage.sqlite import SqliteStore
@@ -277,3 +277,192 @@ class TestAsync:
         ledger.close()
 
         assert receipt.index == 0
+
+
+class TestRounds:
+    def test_one_round_of_the_loop_is_one_commit(
+        self, store: CountingStore, signer: Signer
+    ) -> None:
+        """Appends made in the same round of the event loop share one transaction,
+        committed on the loop's own thread."""
+        ledger = open_ledger(store, signer, every=1000, interval=0)
+        threads: set[str] = set()
+        committing = store.append
+
+        def append(batch: Batch) -> None:
+            threads.add(threading.current_thread().name)
+            committing(batch)
+
+        store.append = append  # type: ignore[method-assign]
+
+        async def scenario() -> list[int]:
+            receipts = await asyncio.gather(
+                *(ledger.append_async("test.note", {"n": n}) for n in range(50))
+            )
+            return [receipt.index for receipt in receipts]
+
+        indexes = asyncio.run(scenario())
+        ledger.close()
+
+        assert sorted(indexes) == list(range(50))
+        assert store.batches == [50]
+        assert threads == {threading.main_thread().name}
+
+    def test_unhurried_entry_shares_the_next_hurried_commit(
+        self, store: CountingStore, signer: Signer
+    ) -> None:
+        """An unhurried entry waits for company: the next hurried entry's commit."""
+        ledger = open_ledger(store, signer, every=1000, interval=0)
+
+        async def scenario() -> list[int]:
+            later = asyncio.ensure_future(
+                ledger.append_async("test.outcome", {"n": 0}, hurried=False)
+            )
+            await asyncio.sleep(0)
+            assert store.batches == []
+            now = await ledger.append_async("test.decision", {"n": 1})
+            return [(await later).index, now.index]
+
+        indexes = asyncio.run(scenario())
+        ledger.close()
+
+        assert indexes == [0, 1]
+        assert store.batches == [2]
+
+    def test_unhurried_entry_alone_is_committed_soon(
+        self, store: CountingStore, signer: Signer
+    ) -> None:
+        """With no company, an unhurried entry is committed after UNHURRIED."""
+        ledger = open_ledger(store, signer, every=1000, interval=0)
+
+        async def scenario() -> tuple[int, float]:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            receipt = await ledger.append_async("test.outcome", {}, hurried=False)
+            return receipt.index, loop.time() - started
+
+        index, waited = asyncio.run(scenario())
+        ledger.close()
+
+        assert index == 0
+        assert waited >= UNHURRIED * 0.9
+        assert store.batches == [1]
+
+    def test_cancelled_before_the_commit_is_withdrawn(
+        self, store: CountingStore, signer: Signer
+    ) -> None:
+        """An append cancelled before its round commits is never written."""
+        ledger = open_ledger(store, signer, every=1000, interval=0)
+
+        async def scenario() -> None:
+            kept = asyncio.ensure_future(ledger.append_async("test.note", {"n": 0}))
+            dropped = asyncio.ensure_future(ledger.append_async("test.note", {"n": 1}))
+            await asyncio.sleep(0)
+            dropped.cancel()
+            await asyncio.gather(kept, dropped, return_exceptions=True)
+
+        asyncio.run(scenario())
+        ledger.close()
+
+        assert [entries.decode(data)["n"] for data in store.entries()] == [0]
+
+    def test_round_left_at_close_is_refused(
+        self, store: CountingStore, signer: Signer
+    ) -> None:
+        """A round still waiting when the ledger closes fails its callers."""
+        ledger = open_ledger(store, signer, every=1000, interval=0)
+
+        async def scenario() -> None:
+            waiting = asyncio.ensure_future(
+                ledger.append_async("test.outcome", {}, hurried=False)
+            )
+            await asyncio.sleep(0)
+            ledger.close()
+            with pytest.raises(LedgerError, match="closed"):
+                await waiting
+
+        asyncio.run(scenario())
+
+        assert store.size() == 0
+
+    def test_threads_and_loop_commit_in_one_order(
+        self, store: CountingStore, signer: Signer
+    ) -> None:
+        """Appends from threads and from a loop at once keep the tree consistent."""
+        ledger = open_ledger(store, signer, every=64, interval=0)
+
+        def from_thread(worker: int) -> None:
+            for n in range(40):
+                ledger.append("test.thread", {"worker": worker, "n": n})
+
+        async def from_loop() -> None:
+            for n in range(40):
+                await asyncio.gather(
+                    *(
+                        ledger.append_async("test.loop", {"n": n, "k": k})
+                        for k in range(3)
+                    )
+                )
+
+        workers = [threading.Thread(target=from_thread, args=(w,)) for w in range(3)]
+        for worker in workers:
+            worker.start()
+        asyncio.run(from_loop())
+        for worker in workers:
+            worker.join()
+        ledger.close()
+
+        size = store.size()
+        assert size == 3 * 40 + 40 * 3
+        assert [entries.decode(data)["index"] for data in store.entries()] == list(
+            range(size)
+        )
+        latest = store.latest_checkpoint()
+        assert latest is not None
+        assert latest.size == size
+        checkpoint = open_checkpoint(
+            latest.note,
+            [Verifier.from_key_string(signer.verifier_key_string())],
+            origin=ORIGIN,
+        )
+        leaves = [merkle.leaf_hash(data) for data in store.entries()]
+        assert checkpoint.root == merkle.root(leaves)
+
+
+class TestListeners:
+    def test_told_of_each_batch_before_its_callers(
+        self, store: CountingStore, signer: Signer
+    ) -> None:
+        """A listener sees every appended entry, in order, with its fields and bytes,
+        before append() returns."""
+        ledger = open_ledger(store, signer, every=1000, interval=0)
+        told: list[Appended] = []
+        ledger.listen(told.extend)
+
+        first = ledger.append("test.note", {"n": 1})
+        seen_by_then = len(told)
+        ledger.append("test.note", {"n": 2})
+        ledger.close()
+
+        assert seen_by_then == 1
+        assert [(a.index, a.kind, dict(a.fields)) for a in told] == [
+            (first.index, "test.note", {"n": 1}),
+            (first.index + 1, "test.note", {"n": 2}),
+        ]
+        assert [a.data for a in told] == list(store.entries())
+
+    def test_failing_listener_does_not_fail_the_append(
+        self, store: CountingStore, signer: Signer
+    ) -> None:
+        """A listener that raises is logged; the entry is durable all the same."""
+        ledger = open_ledger(store, signer, every=1000, interval=0)
+
+        def broken(appended: object) -> None:
+            raise RuntimeError("listener bug")
+
+        ledger.listen(broken)
+        receipt = ledger.append("test.note", {"n": 1})
+        ledger.close()
+
+        assert receipt.index == 0
+        assert store.size() == 1

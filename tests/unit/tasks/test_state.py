@@ -93,3 +93,57 @@ class TestTasks:
         assert task is not None
         assert task.state is TaskState.REVOKED
         assert task.ended == 1
+
+
+class TestListening:
+    def test_own_appends_are_folded_without_reading_them_back(
+        self, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """As the ledger's listener, the projection takes each entry as appended."""
+        authority = Authority(ledger.store)
+        ledger.listen(authority.fold_appended)
+        reads: list[int] = []
+        reading = ledger.store.entries
+
+        def counted(start: int = 0, end: int | None = None) -> Iterator[bytes]:
+            reads.append(start)
+            return reading(start, end)
+
+        monkeypatch.setattr(ledger.store, "entries", counted)
+        ledger.append(kinds.TASK_OPENED, opened("t4", []))
+        ledger.append(kinds.TASK_REVOKED, {"task": "t4", "by": "ops", "reason": "x"})
+        task = authority.task("t4")
+
+        assert reads == []
+        assert authority.applied == 2
+        assert task is not None
+        assert task.state is TaskState.REVOKED
+
+    def test_entries_appended_elsewhere_are_read_first(
+        self, ledger: Ledger, tmp_path: Path
+    ) -> None:
+        """An entry another writer slipped in is folded before this ledger's next."""
+        authority = Authority(ledger.store)
+        ledger.listen(authority.fold_appended)
+        ledger.append(kinds.TASK_OPENED, opened("t5", []))
+        other = SqliteStore(tmp_path / "ledger.db")
+        try:
+            elsewhere = Ledger(
+                other,
+                Signer.generate("proctor.test/state"),
+                origin="proctor.test/state",
+                policy=CheckpointPolicy(every=1000, interval=0),
+            )
+            elsewhere.append(
+                kinds.TASK_REVOKED, {"task": "t5", "by": "cli", "reason": "stop"}
+            )
+            elsewhere.close()
+        finally:
+            other.close()
+        ledger.append(kinds.TASK_OPENED, opened("t6", []))
+        revoked = authority.task("t5")
+
+        assert authority.applied == 3
+        assert revoked is not None
+        assert revoked.state is TaskState.REVOKED
+        assert authority.task("t6") is not None

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from proctor.errors import ConfigError, TokenError
+from proctor.tasks import token as token_module
 from proctor.tasks.token import (
     DEFAULT_TTL,
     TaskClaims,
@@ -223,6 +224,84 @@ class TestTime:
 
         with pytest.raises(TokenError, match="expires before it was issued"):
             verifier.verify(token)
+
+
+class TestRemembered:
+    """A token verified once skips the signature check, never the others."""
+
+    def test_the_second_check_skips_the_signature(
+        self,
+        issuer: TokenIssuer,
+        verifier: TokenVerifier,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """The same bytes verify the same way, so they are checked once."""
+        token = issue(issuer)
+        verifier.verify(token)
+        decodes: list[str] = []
+        monkeypatch.setattr(jwt, "decode", lambda *a, **k: decodes.append("x"))
+
+        assert verifier.verify(token).task == "task-1"
+        assert decodes == []
+
+    def test_a_remembered_token_still_expires(
+        self, issuer: TokenIssuer, verifier: TokenVerifier, clock: Clock
+    ) -> None:
+        """Expiry is checked on every call, against the clock of that call."""
+        token = issue(issuer)
+        verifier.verify(token)
+        clock.now = NOW + DEFAULT_TTL + timedelta(seconds=5)
+
+        with pytest.raises(TokenError, match="token expired at"):
+            verifier.verify(token)
+
+    def test_a_remembered_token_can_be_revoked(
+        self, issuer: TokenIssuer, verifier: TokenVerifier, revoked: dict[str, str]
+    ) -> None:
+        """Revocation is asked on every call, so a revoked token stops at once."""
+        issued = issuer.issue(user="alice", agent="ledger-bot", task="task-1")
+        verifier.verify(issued.token)
+        revoked["task-1"] = "task quarantined after a breach"
+
+        with pytest.raises(TokenError, match="quarantined"):
+            verifier.verify(issued.token)
+
+    def test_a_changed_token_is_checked_in_full(
+        self, issuer: TokenIssuer, verifier: TokenVerifier
+    ) -> None:
+        """Only the exact bytes are remembered: a tampered copy is verified anew."""
+        token = issue(issuer)
+        verifier.verify(token)
+        head, _, signature = token.split(".")
+        payload = {**claims_of(token), "task": "task-2"}
+        tampered = f"{head}.{b64(json.dumps(payload).encode())}.{signature}"
+
+        with pytest.raises(TokenError, match="signature does not verify"):
+            verifier.verify(tampered)
+
+    def test_memory_is_bounded(
+        self,
+        issuer: TokenIssuer,
+        verifier: TokenVerifier,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """Past its bound the verifier forgets its oldest token, not the newest."""
+        monkeypatch.setattr(token_module, "VERIFIED_TOKENS", 3)
+        tokens = [issue(issuer, task=f"task-{n}") for n in range(4)]
+        for token in tokens:
+            verifier.verify(token)
+        decodes: list[str] = []
+        real = jwt.decode
+
+        def counted(*args: object, **kwargs: object) -> object:
+            decodes.append("x")
+            return real(*args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(jwt, "decode", counted)
+        verifier.verify(tokens[-1])
+        verifier.verify(tokens[0])
+
+        assert len(decodes) == 1
 
 
 class TestRejection:

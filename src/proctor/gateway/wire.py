@@ -1,0 +1,79 @@
+"""HTTP/1.1 as ``proctor serve`` speaks it: uvicorn on uvloop and httptools, with the
+request head bounded and the request target kept as the agent sent it.
+
+httptools (llhttp) gathers a header until it ends, however long, so the head is
+bounded here, by the bytes that arrive while it is incomplete: past
+``MAX_HEAD_BYTES`` the agent gets 431 and the connection closes, and nothing is
+recorded. Below that bound, the door and the API measure each head against their
+own, tighter limit and answer 431 with a record of the attempt.
+
+An absolute-form target (``GET http://elsewhere/path HTTP/1.1``) stays whole in the
+scope's ``path`` and ``raw_path``, as uvicorn's h11 parser leaves it: httptools would
+keep only its path, and the request would pass for one aimed at that path here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+MAX_HEAD_BYTES = 64 * 1024
+"""Request line and headers together, as they arrive: four times the doors' limit
+(``proctor.gateway.headers.MAX_HEADER_BYTES``), so that however the bytes are split
+into reads, a head over the doors' limit reaches a door to be recorded."""
+
+_REASON = f"the request head is longer than {MAX_HEAD_BYTES} bytes".encode()
+_REFUSAL = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+    b"content-type: text/plain; charset=utf-8\r\n"
+    b"content-length: %d\r\n"
+    b"connection: close\r\n"
+    b"\r\n%s"
+) % (len(_REASON), _REASON)
+
+
+class BoundedHead(HttpToolsProtocol):
+    """uvicorn's httptools protocol, refusing a request head that grows too long.
+
+    Every read that arrives while a head is incomplete counts towards its size,
+    except a read that also ended the previous request (pipelined), whose share
+    cannot be told apart: the bound holds within one read.
+    """
+
+    _reading_head = True
+    _head_bytes = 0
+    _ended = False
+    _shared = False
+
+    def data_received(self, data: bytes) -> None:
+        self._ended = self._shared = False
+        super().data_received(data)
+        if not self._reading_head or self._shared or self.transport.is_closing():
+            return
+        self._head_bytes += len(data)
+        if self._head_bytes > MAX_HEAD_BYTES:
+            self.transport.write(_REFUSAL)
+            self.transport.close()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._reading_head, self._head_bytes, self._shared = True, 0, self._ended
+
+    def on_headers_complete(self) -> None:
+        self._reading_head = False
+        super().on_headers_complete()
+        if not self.url.startswith(b"/") and "path" in self.scope:
+            target = self.url
+            self.scope["raw_path"] = target
+            self.scope["path"] = target.decode("latin-1")
+            self.scope["query_string"] = b""
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._reading_head, self._head_bytes, self._ended = True, 0, True
+
+
+def uvicorn_options() -> dict[str, Any]:
+    """The uvicorn settings every server of Proctor's runs with."""
+    return {"http": BoundedHead, "loop": "uvloop"}
