@@ -27,6 +27,7 @@ nothing could be recorded (then the status is 401 or 503 and nothing was sent).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import secrets
 import time
@@ -74,6 +75,8 @@ from proctor.vault.inject import Outbound, apply
 log = logging.getLogger(__name__)
 
 PREFIX = "/http"
+_ID_PREFIX = secrets.token_hex(4)
+_ID_COUNT = itertools.count(1)
 ENTRY_HEADER = "proctor-entry"
 REFUSED_METHODS = frozenset({"CONNECT", "TRACE"})
 """TRACE would echo the injected credential back; CONNECT would open a tunnel."""
@@ -231,7 +234,7 @@ class HttpDoor:
         scope = request.scope
         meta = read_meta(scope["headers"])
         exchange = _Exchange(
-            secrets.token_hex(8), time.perf_counter_ns(), scope["method"], meta
+            _request_id(), time.perf_counter_ns(), scope["method"], meta
         )
         target = parse_target(
             _raw_path(scope), scope.get("query_string", b""), self._prefix
@@ -502,9 +505,17 @@ def _raw_path(scope: Scope) -> bytes:
     return raw
 
 
+def _request_id() -> str:
+    # Unique within this process's log: a random prefix per process, then a count.
+    return f"{_ID_PREFIX}{next(_ID_COUNT):x}"
+
+
 def _log_call(exchange: _Exchange, verdict: Verdict, status: int, latency: int) -> None:
-    # Ids and outcomes only: paths, queries and headers can carry credentials.
-    log.info(
+    # Ids and outcomes only: paths, queries and headers can carry credentials. A call
+    # that went through is in the ledger already; every other answer is news.
+    level = logging.DEBUG if verdict.allowed and status < 500 else logging.INFO
+    log.log(
+        level,
         "call id=%s agent=%s task=%s action=%s decision=%s status=%d latency_ms=%.3f",
         exchange.id,
         exchange.agent,
