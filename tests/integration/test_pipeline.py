@@ -347,6 +347,24 @@ class TestBreaches:
         assert after.status == 401
         assert "quarantined" in after.reason
 
+    def test_call_authenticated_before_a_quarantine_is_not_allowed(
+        self, runtime: Runtime, task: Task
+    ) -> None:
+        """A call whose token was checked before a concurrent breach quarantined its
+        task is refused when it is decided, and the refusal is recorded."""
+        agent = Agent(runtime, task)
+        claims = agent.claims()
+        assert not isinstance(claims, Verdict)
+        agent.send(VENDOR, {"vendor": "new-vendor-ltd"})
+        late = run(agent.pipeline.authorize(claims, call(READ, {})))
+        refused = entry(runtime, late.entry)
+
+        assert not late.allowed
+        assert late.status == 401
+        assert "quarantined" in late.reason
+        assert refused["type"] == kinds.AUTH_REFUSED
+        assert "quarantined" in refused["reason"]
+
     def test_revocation_takes_effect_on_the_next_call(
         self, runtime: Runtime, task: Task
     ) -> None:

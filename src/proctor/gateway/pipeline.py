@@ -32,7 +32,7 @@ from proctor.gateway.alerts import Alerts
 from proctor.policy import ActiveTask, Decision, Engine, Outcome, Request
 from proctor.policy.cedar import AGENT_TYPE, cedar_string
 from proctor.tasks.service import TaskService
-from proctor.tasks.state import Approval, ApprovalState, Task
+from proctor.tasks.state import Approval, ApprovalState, Task, TaskState
 from proctor.tasks.token import TaskClaims
 from proctor.vault import Vault
 
@@ -144,16 +144,8 @@ class Pipeline:
                 return claims
         else:
             reason = "no task token: send Authorization: Bearer <task token>"
-        fields = {
-            "door": door,
-            "target": target,
-            "reason": reason,
-            "request": self.scrub(dict(request)),
-        }
-        entry = await self._record(kinds.AUTH_REFUSED, fields)
-        status = 401 if entry is not None else 503
 
-        return Verdict(False, status, entry, "unauthenticated", reason)
+        return await self._refuse_caller(door, target, request, reason)
 
     async def authorize(
         self, claims: TaskClaims, call: Call, *, wait: float = 0.0
@@ -233,11 +225,18 @@ class Pipeline:
     # Deciding
 
     async def _authorize(self, claims: TaskClaims, call: Call) -> Verdict:
-        # authenticate() has just read the ledger for these claims.
+        # authenticate() has just read the ledger for these claims; the task may
+        # have ended since (a breach of a concurrent call quarantines it).
         try:
             task = self.service.known_task(claims.task)
         except TaskError as exc:
             return Verdict(False, 401, None, "unauthenticated", str(exc))
+        state = task.state_at(_now())
+        if state is not TaskState.ACTIVE:
+            reason = f"task {task.id} is {state}"
+            return await self._refuse_caller(
+                call.door, call.target, call.request, reason
+            )
         approval, problem = self._approval_for(task, call)
         if problem is not None:
             return await self._refuse_approval(task, call, approval, problem)
@@ -319,6 +318,21 @@ class Pipeline:
         return None
 
     # Recording
+
+    async def _refuse_caller(
+        self, door: str, target: str, request: Mapping[str, object], reason: str
+    ) -> Verdict:
+        """Record a caller refused before any decision; answer 401 (503 unrecorded)."""
+        fields = {
+            "door": door,
+            "target": target,
+            "reason": reason,
+            "request": self.scrub(dict(request)),
+        }
+        entry = await self._record(kinds.AUTH_REFUSED, fields)
+        status = 401 if entry is not None else 503
+
+        return Verdict(False, status, entry, "unauthenticated", reason)
 
     async def _record_decision(
         self, task: Task, call: Call, decision: Decision, approval: Approval | None

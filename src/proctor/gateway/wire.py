@@ -37,19 +37,19 @@ class BoundedHead(HttpToolsProtocol):
     """uvicorn's httptools protocol, refusing a request head that grows too long.
 
     Every read that arrives while a head is incomplete counts towards its size,
-    except a read that also ended the previous request (pipelined), whose share
-    cannot be told apart: the bound holds within one read.
+    except a read in which a request ended: most of it was that request's, and
+    what a next head got of it cannot be told apart, so the bound holds within
+    one read.
     """
 
     _reading_head = True
     _head_bytes = 0
     _ended = False
-    _shared = False
 
     def data_received(self, data: bytes) -> None:
-        self._ended = self._shared = False
+        self._ended = False
         super().data_received(data)
-        if not self._reading_head or self._shared or self.transport.is_closing():
+        if not self._reading_head or self._ended or self.transport.is_closing():
             return
         self._head_bytes += len(data)
         if self._head_bytes > MAX_HEAD_BYTES:
@@ -58,7 +58,7 @@ class BoundedHead(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._reading_head, self._head_bytes, self._shared = True, 0, self._ended
+        self._reading_head, self._head_bytes = True, 0
 
     def on_headers_complete(self) -> None:
         self._reading_head = False

@@ -72,6 +72,20 @@ def test_a_large_body_is_not_counted_as_head(server: AppServer) -> None:
     assert answer_of(answer) == {"target": "/upload", "body": len(body)}
 
 
+def test_a_long_read_that_ends_a_request_is_not_a_head(server: AppServer) -> None:
+    """A body longer than the bound, arriving in one read after its head, ends its
+    request: it is answered, not cut off as if it were a head."""
+    body = b"b" * (MAX_HEAD_BYTES + 14_000)
+    head = (
+        b"POST /whole HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body)
+    )
+    answer = raw_exchange(server.port, head, body)
+
+    assert status_of(answer) == 200
+    assert answer_of(answer) == {"target": "/whole", "body": len(body)}
+
+
 def test_each_request_on_a_connection_has_its_own_limit(server: AppServer) -> None:
     """Heads of several requests on one kept-alive connection are not added up."""
     pad = b"X-Pad: " + b"a" * (MAX_HEAD_BYTES // 2) + b"\r\n"
