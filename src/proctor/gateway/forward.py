@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
@@ -108,8 +109,9 @@ class Upstream:
         except TimeoutError:
             return Failure(504, _silent(service))
         except aiohttp.ClientConnectorError as exc:
-            reason = exc.os_error.strerror or type(exc.os_error).__name__
-            return Failure(502, f"cannot connect to service {service.name}: {reason}")
+            return Failure(
+                502, f"cannot connect to service {service.name}: {_why(exc)}"
+            )
         except aiohttp.ClientError as exc:
             return Failure(502, _broken(service, exc))
 
@@ -232,6 +234,13 @@ async def _empty() -> AsyncIterator[bytes]:
     nothing: tuple[bytes, ...] = ()
     for chunk in nothing:
         yield chunk
+
+
+def _why(exc: aiohttp.ClientConnectorError) -> str:
+    # The system's own words for the error number; asyncio's message names the
+    # upstream's address, which the agent has no business knowing.
+    number = exc.os_error.errno
+    return os.strerror(number) if number else type(exc.os_error).__name__
 
 
 def _silent(service: ServiceConfig) -> str:

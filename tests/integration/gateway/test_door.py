@@ -670,17 +670,22 @@ class TestBadInput:
 
 class TestUpstreamFailures:
     def test_unreachable_upstream_is_a_recorded_502(self, door: Door) -> None:
-        """A refused connection answers 502 and reports the error, no URL in it."""
+        """A refused connection answers 502 and reports the error, with neither the
+        URL nor the upstream's address in it."""
         with door.client() as agent:
             response = agent.get("down/x")
         outcome = door.double.outcome()
 
         assert response.status_code == 502
+        assert response.json()["reason"] == (
+            "cannot connect to service down: Connection refused"
+        )
         assert response.json()["error"] == "upstream_failed"
         assert response.headers["proctor-entry"] == str(outcome.verdict.entry)
         assert outcome.error is not None
         assert "cannot connect to service down" in outcome.error
         assert SECRETS["query-key"] not in response.text + outcome.error
+        assert "127.0.0.1" not in response.text + outcome.error
 
     def test_silent_upstream_is_a_recorded_504(self, door: Door) -> None:
         """An upstream slower than the service's timeout answers 504."""
