@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import shutil
 import socket
@@ -125,7 +126,7 @@ resource = 'mcp::git::Repository::"{{repo_path}}"'
 [mcp.servers.echo]
 command = "{python}"
 args = ["{echo}", "ECHO_SECRET"]
-env = {{ ECHO_MODE = "plain" }}
+env = {{ ECHO_MODE = "plain", ECHO_LOG = "{echo_log}" }}
 credentials = [{{ secret = "echo.ECHO_SECRET", style = "env", name = "ECHO_SECRET" }}]
 """
 
@@ -136,11 +137,29 @@ def mcp_home(path: Path, repo: Path, work: Path) -> Home:
     for source in (ASSETS / "org").iterdir():
         shutil.copy(source, home.policies / source.name)
     text = SERVERS.format(
-        bin=BIN, repo=repo, work=work, python=sys.executable, echo=ECHO
+        bin=BIN,
+        repo=repo,
+        work=work,
+        python=sys.executable,
+        echo=ECHO,
+        echo_log=echo_calls(home),
     )
     with home.config_file.open("a", encoding="utf-8") as config:
         config.write(text)
     return home
+
+
+def echo_calls(home: Home) -> Path:
+    """The file where the echo server notes every call it receives."""
+    return home.path.parent / "echo-calls.jsonl"
+
+
+def received_by_echo(home: Home) -> list[dict[str, Any]]:
+    """Every call the echo server of ``home`` has received, in order."""
+    path = echo_calls(home)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 @pytest.fixture(scope="module")

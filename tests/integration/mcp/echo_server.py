@@ -2,8 +2,12 @@
 the server itself received, so a test can see what Proctor forwarded.
 
 Run as ``python echo_server.py VARIABLE``: the answer carries the SHA-256 of that
-environment variable's value, the request's ``_meta`` and the arguments; asked to
-echo the text ``leak``, it misbehaves and puts the value itself in the answer.
+environment variable's value, the request's ``_meta``, its JSON-RPC id and the
+arguments. Some texts ask for more: ``leak`` puts the variable's value itself in
+the answer (a misbehaving server), ``progress`` reports progress twice before
+answering, and one starting with ``slow`` answers after a pause, so that calls
+overlap. With ``ECHO_LOG`` set, every call the server receives is appended to
+that file as a JSON line.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ ECHO = types.Tool(
         "required": ["text"],
     },
 )
+PAUSE = 0.5
 
 
 async def list_tools(
@@ -41,13 +46,26 @@ async def call_tool(
     ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
 ) -> types.CallToolResult:
     value = os.environ.get(sys.argv[1]) if len(sys.argv) > 1 else None
-    answer = {
+    text = str((params.arguments or {}).get("text", ""))
+    received = {
         "arguments": params.arguments,
         "meta": dict(params.meta or {}),
+        "request_id": ctx.request_id,
+    }
+    if os.environ.get("ECHO_LOG"):
+        with open(os.environ["ECHO_LOG"], "a", encoding="utf-8") as log:
+            log.write(json.dumps(received) + "\n")
+    if text == "progress":
+        await ctx.session.report_progress(1, 2, "half way")
+        await ctx.session.report_progress(2, 2, "done")
+    if text.startswith("slow"):
+        await anyio.sleep(PAUSE)
+    answer = {
+        **received,
         "env_sha256": hashlib.sha256(value.encode()).hexdigest() if value else None,
         "env": sorted(os.environ),
     }
-    if (params.arguments or {}).get("text") == "leak":
+    if text == "leak":
         answer["leak"] = value
     return types.CallToolResult(
         content=[types.TextContent(type="text", text=json.dumps(answer))]

@@ -1,6 +1,7 @@
-"""The MCP front doors: downstream servers from proctor.toml, the proxy server that
-brokers their tools through the shared pipeline, served over Streamable HTTP and
-over stdio, and the import of a desktop client's ``mcpServers`` file."""
+"""The MCP front doors: downstream servers from proctor.toml, the relay that carries
+agents' messages to them with every tool call brokered through the shared pipeline,
+served over Streamable HTTP and over stdio, and the import of a desktop client's
+``mcpServers`` file."""
 
 from proctor.gateway.mcp.classify import (
     APPROVAL_KEY,
@@ -15,6 +16,7 @@ from proctor.gateway.mcp.classify import (
 from proctor.gateway.mcp.config import McpServer, Transport, load_servers
 from proctor.gateway.mcp.http import http_app
 from proctor.gateway.mcp.proxy import Broker
+from proctor.gateway.mcp.relay import Relay
 from proctor.gateway.mcp.stdio import environment_token, serve_stdio
 
 __all__ = [
@@ -25,6 +27,7 @@ __all__ = [
     "TRACEPARENT_KEY",
     "Broker",
     "McpServer",
+    "Relay",
     "Transport",
     "call_digest",
     "classify",

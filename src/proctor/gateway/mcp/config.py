@@ -67,6 +67,7 @@ TOOL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 """The MCP specification's tool names (2025-11-25, Tools: tool names)."""
 
 DEFAULT_TIMEOUT = 60.0
+MAX_KEPT_RULES = 1024
 ALL_ARGS = "all"
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -189,6 +190,9 @@ class McpServer:
     policy_args: tuple[str, ...] | None = None
     timeout: float = DEFAULT_TIMEOUT
     tools: Mapping[str, ToolOverride] = field(default_factory=dict)
+    _rules: dict[str, ToolRule] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def from_table(cls, name: str, table: Mapping[str, Any]) -> McpServer:
@@ -241,6 +245,17 @@ class McpServer:
 
     def rule(self, tool: str) -> ToolRule:
         """How calls of ``tool`` are classified: per-tool keys over the server's."""
+        known = self._rules.get(tool)
+        if known is not None:
+            return known
+        rule = self._rule(tool)
+        # Tool names come from agents: keep a bounded few, work out the rest.
+        if len(self._rules) < MAX_KEPT_RULES:
+            self._rules[tool] = rule
+
+        return rule
+
+    def _rule(self, tool: str) -> ToolRule:
         override = self.tools.get(tool) or ToolOverride()
         resource = override.resource or self.resource
         if resource is None:

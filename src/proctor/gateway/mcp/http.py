@@ -4,13 +4,16 @@
 Every HTTP request needs ``Authorization: Bearer <task token>``. The token is checked
 once per request, before the MCP transport sees it; a missing or bad one is recorded
 (``auth.refused``) and answered with 401 and ``WWW-Authenticate: Bearer`` (RFC 6750
-§3), or 503 when even the refusal could not be recorded. The MCP handlers then use
-the claims that request carried, so a token revoked mid-session stops at its next
+§3), or 503 when even the refusal could not be recorded. The relay then uses the
+claims that request carried, so a token revoked mid-session stops at its next
 request.
 
-The app's lifespan starts each server's session manager, which opens the client to
-its downstream server; a parent app that mounts this one must run it (Starlette runs
-the lifespan of the app it serves, not of mounted ones)::
+Behind the guard, the ``MCP-Protocol-Version`` header picks the era, as the SDK's
+session manager does: a 2026-07-28 request is one self-contained exchange
+(:mod:`proctor.gateway.mcp.exchange`), anything else belongs to a handshake-era
+session (:mod:`proctor.gateway.mcp.sessions`). All of a server's agents share one
+link to it, opened by the app's lifespan; a parent app that mounts this one must
+run it (Starlette runs the lifespan of the app it serves, not of mounted ones)::
 
     door = http_app(runtime.pipeline(), load_servers(runtime.config.raw))
     app = Starlette(
@@ -22,27 +25,30 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
 
-from mcp.server.streamable_http_manager import (
-    StreamableHTTPASGIApp,
-    StreamableHTTPSessionManager,
+import anyio
+from mcp.server.transport_security import (
+    DEFAULT_MAX_REQUEST_BODY_SIZE,
+    RequestBodyLimitMiddleware,
+    TransportSecurityMiddleware,
+    TransportSecuritySettings,
 )
-from mcp.server.transport_security import TransportSecuritySettings
+from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from proctor.gateway.mcp.classify import DOOR
 from proctor.gateway.mcp.config import McpServer
-from proctor.gateway.mcp.proxy import Broker, Context
+from proctor.gateway.mcp.downstream import connect
+from proctor.gateway.mcp.exchange import Exchange
+from proctor.gateway.mcp.proxy import Broker
+from proctor.gateway.mcp.relay import Relay
+from proctor.gateway.mcp.sessions import CLAIMS, Sessions
 from proctor.gateway.pipeline import Pipeline, Verdict
 from proctor.tasks.token import TaskClaims
-
-CLAIMS = "proctor_claims"
-"""Where the checked claims wait in the ASGI scope's ``state`` for the MCP handlers."""
 
 LOOPBACK = TransportSecuritySettings(
     enable_dns_rebinding_protection=True,
@@ -64,27 +70,89 @@ def http_app(
     ``security`` sets the Host and Origin checks (default: loopback only); pass the
     names proctor serve answers to when it listens elsewhere.
     """
-    managers: list[StreamableHTTPSessionManager] = []
-    routes: list[Route] = []
-    for name, server in servers.items():
-        broker = Broker(pipeline, server, claims_of)
-        manager = StreamableHTTPSessionManager(
-            app=broker.build(),
-            json_response=json_response,
-            security_settings=security or LOOPBACK,
+    doors = [
+        Door(pipeline, server, security or LOOPBACK, json_only=json_response)
+        for server in servers.values()
+    ]
+    routes = [
+        Route(
+            f"/{door.server.name}",
+            endpoint=Guard(
+                pipeline,
+                door.server.name,
+                RequestBodyLimitMiddleware(door, DEFAULT_MAX_REQUEST_BODY_SIZE),
+            ),
+            methods=None,
         )
-        managers.append(manager)
-        guarded = Guard(pipeline, name, StreamableHTTPASGIApp(manager))
-        routes.append(Route(f"/{name}", endpoint=guarded, methods=None))
+        for door in doors
+    ]
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            for manager in managers:
-                await stack.enter_async_context(manager.run())
+            for door in doors:
+                await stack.enter_async_context(door.running())
             yield
 
     return Starlette(routes=routes, lifespan=lifespan)
+
+
+class Door:
+    """The endpoint of one downstream server: its link, relay and sessions."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        server: McpServer,
+        security: TransportSecuritySettings,
+        *,
+        json_only: bool,
+    ) -> None:
+        self.pipeline = pipeline
+        self.server = server
+        self.security = security
+        self.json_only = json_only
+        self._exchange: Exchange | None = None
+        self._sessions: Sessions | None = None
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Open the link to the server and serve until the context ends.
+
+        Raises GatewayError when the server cannot be started or reached.
+        """
+        broker = Broker(self.pipeline, self.server)
+        async with connect(self.server, self.pipeline.secret) as downstream:
+            relay = Relay(broker, downstream)
+            sessions = Sessions(relay, self.security, json_only=self.json_only)
+            try:
+                async with sessions.running():
+                    self._sessions = sessions
+                    self._exchange = Exchange(
+                        relay,
+                        TransportSecurityMiddleware(self.security),
+                        json_only=self.json_only,
+                    )
+                    yield
+            finally:
+                self._exchange = self._sessions = None
+                with anyio.CancelScope(shield=True):
+                    await broker.settle()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        claims = scope.get("state", {}).get(CLAIMS)
+        if self._exchange is None or self._sessions is None:
+            body = {"error": "unavailable", "reason": "the mcp door is not running"}
+            await JSONResponse(body, status_code=503)(scope, receive, send)
+            return
+        if not isinstance(claims, TaskClaims):
+            await Response(status_code=401)(scope, receive, send)
+            return
+        version = header(scope, MCP_PROTOCOL_VERSION_HEADER.encode("ascii"))
+        if version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS:
+            await self._exchange(scope, receive, send, claims)
+        else:
+            await self._sessions(scope, receive, send, claims)
 
 
 class Guard:
@@ -99,13 +167,12 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request = Request(scope)
-        token = bearer(request.headers.get("authorization"))
+        token = bearer(header(scope, b"authorization"))
         claims = await self.pipeline.authenticate(
             token,
             door=DOOR,
             target=self.server,
-            request={"method": request.method, "path": request.url.path},
+            request={"method": scope["method"], "path": scope["path"]},
         )
         if isinstance(claims, Verdict):
             await _refuse(claims, sent_token=token is not None)(scope, receive, send)
@@ -114,20 +181,19 @@ class Guard:
         await self.app(scope, receive, send)
 
 
-def claims_of(ctx: Context) -> TaskClaims | None:
-    """The claims the guard checked for the request that carried this message."""
-    request: Any = ctx.request
-    state = getattr(request, "scope", {}).get("state", {})
-    claims = state.get(CLAIMS)
+def header(scope: Scope, name: bytes) -> str | None:
+    """The first value of header ``name`` (lowercase, as ASGI gives names)."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
 
-    return claims if isinstance(claims, TaskClaims) else None
 
-
-def bearer(header: str | None) -> str | None:
+def bearer(value: str | None) -> str | None:
     """The token of an ``Authorization: Bearer <token>`` header (RFC 6750 §2.1)."""
-    if header is None:
+    if value is None:
         return None
-    scheme, _, token = header.strip().partition(" ")
+    scheme, _, token = value.strip().partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return None
     return token.strip()

@@ -1,4 +1,4 @@
-"""The proxy MCP server in front of one downstream server, shared by both front doors:
+"""The broker in front of one downstream server, shared by both front doors:
 ``tools/list`` shows only the tools the task may call, and every ``tools/call`` is
 authenticated, decided and recorded by the pipeline before it is forwarded.
 
@@ -16,6 +16,10 @@ when there is one). The codes, in the range JSON-RPC leaves to servers:
 A call the downstream fails keeps the downstream's error code, with the decision
 entry added to its data. Tasks cannot list tools they may never call; tools a
 policy merely gates (an approval, a limit on the arguments) still show.
+
+The broker works on the JSON-RPC params and results as they travel, never on the
+SDK's models: the relay hands it a call and a way to forward it, and gets back the
+answer and the outcome to record once that answer is on its way.
 """
 
 from __future__ import annotations
@@ -23,20 +27,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from typing import Any, cast
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
-import anyio
-import mcp_types as types
 import orjson
-from mcp import Client, MCPError
-from mcp.server import Server
-from mcp.server.context import ServerRequestContext
+from mcp.shared.exceptions import MCPError
 from mcp_types import INTERNAL_ERROR, INVALID_PARAMS
 
-from proctor import __version__
 from proctor.errors import ProctorError
 from proctor.gateway.mcp.classify import (
     DOOR,
@@ -44,11 +42,9 @@ from proctor.gateway.mcp.classify import (
     MAX_CORRELATION,
     Classified,
     classify,
-    forwarded_meta,
     result_digest,
 )
 from proctor.gateway.mcp.config import TOOL_NAME, McpServer
-from proctor.gateway.mcp.downstream import connect
 from proctor.gateway.pipeline import Pipeline, Verdict
 from proctor.tasks.token import TaskClaims
 
@@ -64,91 +60,51 @@ CODES = {
     "needs_approval": NEEDS_APPROVAL,
     "unavailable": UNAVAILABLE,
 }
-MAX_TOOL_PAGES = 100
 MAX_ERROR_TEXT = 200
 
-Context = ServerRequestContext["Downstream", Any]
-Identify = Callable[[Context], TaskClaims | str | None]
+Caller = TaskClaims | str | None
 """What a door knows of the caller of one request: the claims it already checked
 (HTTP, per request), or the raw task token for the pipeline to check (stdio)."""
+Forward = Callable[[dict[str, Any], dict[str, Any]], Awaitable[dict[str, Any]]]
+"""Sends the call on with its arguments and ``_meta``; returns the server's result
+or raises MCPError (the server's error), GatewayError (the link failed)."""
 
 
-@dataclass
-class Downstream:
-    """The open client to the downstream server, and the tool schemas it listed."""
+@dataclass(frozen=True)
+class Outcome:
+    """What came of a forwarded call, for its ``call.completed`` entry."""
 
-    client: Client
-    schemas: dict[str, Any] = field(default_factory=dict)
+    verdict: Verdict
+    latency_us: int
+    digest: str | None = None
+    size: int = 0
+    error: str | None = None
 
 
 class Broker:
-    """Brokers every call to one downstream server through the pipeline."""
+    """Decides and records every call to one downstream server."""
 
-    def __init__(self, pipeline: Pipeline, server: McpServer, identify: Identify):
+    def __init__(self, pipeline: Pipeline, server: McpServer) -> None:
         self.pipeline = pipeline
         self.server = server
-        self._identify = identify
-        self._schemas: dict[str, Any] = {}
         self._outcomes: set[asyncio.Future[None]] = set()
 
-    def build(self) -> Server[Downstream]:
-        """The low-level MCP server a door serves; its lifespan opens the client."""
-        return Server(
-            f"proctor-{self.server.name}",
-            version=__version__,
-            instructions=(
-                f"Tools of MCP server {self.server.name!r}, brokered by Proctor: "
-                "every call is decided against your task and recorded."
-            ),
-            lifespan=self._lifespan,
-            get_tool_input_schema=self._schemas.get,
-            on_list_tools=self.list_tools,
-            on_call_tool=self.call_tool,
+    async def claims(self, caller: Caller, request: dict[str, Any]) -> TaskClaims:
+        """The caller's claims; raises the refusal MCPError, recorded, without."""
+        if isinstance(caller, TaskClaims):
+            return caller
+        claims = await self.pipeline.authenticate(
+            caller, door=DOOR, target=self.server.name, request=request
         )
-
-    @asynccontextmanager
-    async def _lifespan(self, _: Server[Downstream]) -> AsyncIterator[Downstream]:
-        async with connect(self.server, self.pipeline.secret) as client:
-            try:
-                yield Downstream(client, self._schemas)
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await self.settle()
-
-    async def settle(self) -> None:
-        """Wait until every outcome handed to the ledger is recorded."""
-        while self._outcomes:
-            await asyncio.gather(*self._outcomes)
+        if isinstance(claims, Verdict):
+            raise refusal(claims)
+        return claims
 
     # tools/list
 
-    async def list_tools(
-        self, ctx: Context, params: types.PaginatedRequestParams | None
-    ) -> types.ListToolsResult:
-        """List the downstream's tools that the task may call (at least sometimes)."""
-        claims = await self._claims(ctx, {"method": "tools/list"})
-        if params is not None and params.cursor is not None:
-            return types.ListToolsResult(tools=[])
-        tools = await self._downstream_tools(ctx.lifespan_context)
-        visible = [tool for tool in tools if self._may_call(claims, tool.name)]
-
-        return types.ListToolsResult(tools=visible)
-
-    async def _downstream_tools(self, downstream: Downstream) -> list[types.Tool]:
-        tools: list[types.Tool] = []
-        cursor: str | None = None
-        for _ in range(MAX_TOOL_PAGES):
-            page = await downstream.client.list_tools(cursor=cursor)
-            tools.extend(page.tools)
-            cursor = page.next_cursor
-            if cursor is None:
-                break
-        downstream.schemas.update({tool.name: tool.input_schema for tool in tools})
-
-        return tools
-
-    def _may_call(self, claims: TaskClaims, tool: str) -> bool:
-        if not TOOL_NAME.fullmatch(tool):
+    def may_call(self, claims: TaskClaims, tool: object) -> bool:
+        """Whether some call of ``tool`` could be allowed for the task."""
+        if not isinstance(tool, str) or not TOOL_NAME.fullmatch(tool):
             return False
         rule = self.server.rule(tool)
         # A resource read from the arguments is unknown until the call.
@@ -159,14 +115,20 @@ class Broker:
     # tools/call
 
     async def call_tool(
-        self, ctx: Context, params: types.CallToolRequestParams
-    ) -> types.CallToolResult:
-        """Authenticate, decide and record the call, then forward it if allowed."""
-        name = params.name[:MAX_CORRELATION]
-        claims = await self._claims(ctx, {"method": "tools/call", "tool": name})
-        classified = classify(
-            self.server, params.name, params.arguments, _meta(params.meta)
-        )
+        self,
+        claims: TaskClaims,
+        tool: str,
+        arguments: Mapping[str, Any] | None,
+        meta: Mapping[str, Any] | None,
+        forward: Forward,
+    ) -> tuple[dict[str, Any], Outcome]:
+        """Decide and record the call, forward it if allowed, and return the answer.
+
+        Raises MCPError for a refusal (with the codes above) and for a call the
+        server failed. The outcome is the caller's to :meth:`record` once the
+        answer is on its way back.
+        """
+        classified = classify(self.server, tool, arguments, meta)
         if classified.reasoning is not None:
             await self._record_reasoning(claims, classified)
         verdict = await self.pipeline.authorize(claims, classified.call)
@@ -175,7 +137,7 @@ class Broker:
         if problem is not None and verdict.outcome in ("allow", "deny"):
             if verdict.allowed:
                 # Never forwarded, whatever a policy said of a call we cannot read.
-                self._outcome(verdict, 0.0, error=f"not sent: {problem}")
+                self.record(Outcome(verdict, 0, error=f"not sent: {problem}"))
             raise MCPError(
                 INVALID_PARAMS,
                 f"{problem} (entry {verdict.entry})",
@@ -184,89 +146,103 @@ class Broker:
         if not verdict.allowed:
             raise refusal(verdict)
 
-        return await self._forward(
-            ctx.lifespan_context, params.name, classified, verdict
-        )
+        return await self._forward(forward, classified, verdict)
 
     async def _forward(
-        self,
-        downstream: Downstream,
-        tool: str,
-        classified: Classified,
-        verdict: Verdict,
-    ) -> types.CallToolResult:
+        self, forward: Forward, classified: Classified, verdict: Verdict
+    ) -> tuple[dict[str, Any], Outcome]:
         started = time.perf_counter()
         try:
-            result = await downstream.client.call_tool(
-                tool,
-                classified.arguments,
-                meta=cast("types.RequestParamsMeta", classified.meta or None),
-            )
+            result = await forward(classified.arguments, classified.meta)
         except MCPError as exc:
-            self._outcome(verdict, started, error=f"mcp error {exc.code}")
-            data = exc.data if isinstance(exc.data, Mapping) else {}
-            body = self._without_secrets({**data, "entry": verdict.entry})
-            message = self._without_secrets(exc.message)
+            self.record(_outcome(verdict, started, error=f"mcp error {exc.code}"))
+            data = exc.error.data if isinstance(exc.error.data, Mapping) else {}
+            body = self.without_secrets({**data, "entry": verdict.entry})
+            message = self.without_secrets(exc.error.message)
             raise MCPError(exc.code, str(message), body) from exc
-        # Whatever the transport raises (a timeout, a dead process) ends the call.
-        except Exception as exc:
+        # Whatever else ends the wait (a dead link, the agent going away) is
+        # recorded as what it was, and the call as not answered.
+        except BaseException as exc:
             problem = f"mcp server {self.server.name} failed: {type(exc).__name__}"
-            self._outcome(verdict, started, error=problem)
+            if isinstance(exc, asyncio.CancelledError):
+                problem = "cancelled before the mcp server answered"
+            self.record(_outcome(verdict, started, error=problem))
+            if not isinstance(exc, Exception):
+                raise
             raise MCPError(INTERNAL_ERROR, problem, {"entry": verdict.entry}) from exc
 
         return self._answer(result, verdict, started)
 
     def _answer(
-        self, result: types.CallToolResult, verdict: Verdict, started: float
-    ) -> types.CallToolResult:
-        # A server that echoes its own credential must not hand it to the agent.
-        wire = result.model_dump(by_alias=True, mode="json", exclude_none=True)
-        clean = self._without_secrets(wire) if self._carries_secret(wire) else wire
-        if clean is not wire:
-            log.warning(
-                "mcp result carried a vault secret, removed server=%s entry=%s",
-                self.server.name,
-                verdict.entry,
-            )
-            result = types.CallToolResult.model_validate(clean)
-        digest, size = result_digest(cast("dict[str, Any]", clean))
-        error = _tool_error(result) if result.is_error else None
-        self._outcome(verdict, started, digest=digest, size=size, error=error)
+        self, result: dict[str, Any], verdict: Verdict, started: float
+    ) -> tuple[dict[str, Any], Outcome]:
+        result = self.cleaned(result, verdict.entry)
+        digest, size = result_digest(result)
+        error = _tool_error(result) if result.get("isError") else None
+        meta = result.get("_meta")
+        result["_meta"] = {
+            **(meta if isinstance(meta, dict) else {}),
+            ENTRY_KEY: verdict.entry,
+        }
 
-        return types.CallToolResult(
-            content=result.content,
-            structured_content=result.structured_content,
-            is_error=result.is_error,
-            _meta={**forwarded_meta(result.meta), ENTRY_KEY: verdict.entry},
+        return result, _outcome(verdict, started, digest=digest, size=size, error=error)
+
+    def cleaned(
+        self, value: dict[str, Any], entry: int | None = None
+    ) -> dict[str, Any]:
+        """``value``, or a copy without the vault values it carries."""
+        # A server that echoes its own credential must not hand it to the agent.
+        if not self._carries_secret(value):
+            return value
+        log.warning(
+            "mcp server sent a vault secret, removed server=%s entry=%s",
+            self.server.name,
+            entry,
         )
+        cleaned = self.without_secrets(value)
+
+        return cleaned if isinstance(cleaned, dict) else {}
 
     def _carries_secret(self, value: object) -> bool:
         # One pass over the whole answer; the walk below only when it finds one.
         text = orjson.dumps(value).decode("utf-8")
         return self.pipeline.service.redactor.scrub_text(text) != text
 
-    def _without_secrets(self, value: object) -> object:
+    def without_secrets(self, value: object) -> object:
         """``value`` with every vault value removed from its strings, keys kept."""
         if isinstance(value, str):
             return self.pipeline.service.redactor.scrub_text(value)
         if isinstance(value, dict):
-            return {key: self._without_secrets(item) for key, item in value.items()}
+            return {key: self.without_secrets(item) for key, item in value.items()}
         if isinstance(value, list):
-            return [self._without_secrets(item) for item in value]
+            return [self.without_secrets(item) for item in value]
         return value
 
-    # Helpers
+    # Recording
 
-    async def _claims(self, ctx: Context, request: dict[str, Any]) -> TaskClaims:
-        found = self._identify(ctx)
-        if isinstance(found, TaskClaims):
-            return found
-        claims = await self.pipeline.authenticate(
-            found, door=DOOR, target=self.server.name, request=request
+    def record(self, outcome: Outcome | None) -> None:
+        """Start writing the outcome entry; :meth:`settle` waits for it."""
+        if outcome is None:
+            return
+        # The decision was durable before the call went out; the outcome entry is
+        # written while the answer travels back.
+        recording = asyncio.ensure_future(
+            self.pipeline.complete(
+                outcome.verdict,
+                status=None,
+                size=outcome.size,
+                digest=outcome.digest,
+                latency_us=outcome.latency_us,
+                error=outcome.error,
+            )
         )
-        if isinstance(claims, Verdict):
-            raise refusal(claims)
-        return claims
+        self._outcomes.add(recording)
+        recording.add_done_callback(self._outcomes.discard)
+
+    async def settle(self) -> None:
+        """Wait until every outcome handed to the ledger is recorded."""
+        while self._outcomes:
+            await asyncio.gather(*self._outcomes)
 
     async def _record_reasoning(
         self, claims: TaskClaims, classified: Classified
@@ -286,31 +262,6 @@ class Broker:
             log.error("mcp reasoning not recorded task=%s error=%s", claims.task, exc)
             reason = "the reasoning could not be recorded, so the call was not sent"
             raise MCPError(UNAVAILABLE, reason, {"error": "unavailable"}) from exc
-
-    def _outcome(
-        self,
-        verdict: Verdict,
-        started: float,
-        *,
-        digest: str | None = None,
-        size: int = 0,
-        error: str | None = None,
-    ) -> None:
-        # The decision was durable before the call went out; the outcome entry is
-        # written while the answer travels back, and settle() waits for it.
-        elapsed = time.perf_counter() - started if started else 0.0
-        recording = asyncio.ensure_future(
-            self.pipeline.complete(
-                verdict,
-                status=None,
-                size=size,
-                digest=digest,
-                latency_us=int(elapsed * 1_000_000),
-                error=error,
-            )
-        )
-        self._outcomes.add(recording)
-        recording.add_done_callback(self._outcomes.discard)
 
     def _log(
         self, claims: TaskClaims, classified: Classified, verdict: Verdict
@@ -336,14 +287,31 @@ def refusal(verdict: Verdict) -> MCPError:
     return MCPError(code, f"{verdict.outcome}: {verdict.reason}{where}", verdict.body())
 
 
-def _meta(meta: Mapping[str, Any] | None) -> dict[str, Any]:
-    return dict(meta or {})
+def call_request(tool: str) -> dict[str, Any]:
+    """How a call's request reads in an ``auth.refused`` entry."""
+    return {"method": "tools/call", "tool": tool[:MAX_CORRELATION]}
 
 
-def _tool_error(result: types.CallToolResult) -> str:
+def _outcome(
+    verdict: Verdict,
+    started: float,
+    *,
+    digest: str | None = None,
+    size: int = 0,
+    error: str | None = None,
+) -> Outcome:
+    elapsed = int((time.perf_counter() - started) * 1_000_000)
+    return Outcome(verdict, elapsed, digest, size, error)
+
+
+def _tool_error(result: Mapping[str, Any]) -> str:
     # What the tool said went wrong, short: the digest covers the whole result.
+    content = result.get("content")
+    blocks = content if isinstance(content, list) else []
     texts = [
-        block.text for block in result.content if isinstance(block, types.TextContent)
+        str(block.get("text"))
+        for block in blocks
+        if isinstance(block, dict) and block.get("type") == "text"
     ]
     text = " ".join(" ".join(texts).split())[:MAX_ERROR_TEXT]
     return f"tool error: {text}" if text else "tool error"
