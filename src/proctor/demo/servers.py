@@ -23,6 +23,9 @@ from starlette.types import ASGIApp
 LOOPBACK = "127.0.0.1"
 STARTUP_SECONDS = 20.0
 STOP_SECONDS = 15.0
+GRACE_SECONDS = 1
+"""How long a stopping server waits for its open connections: all of them are the
+demo's own, and a client that keeps one alive must not hold up Ctrl-C."""
 LOGGERS = ("proctor", "uvicorn")
 
 
@@ -44,7 +47,7 @@ class Served:
             log_config=None,
             access_log=False,
             lifespan="on",
-            timeout_graceful_shutdown=5,
+            timeout_graceful_shutdown=GRACE_SECONDS,
             **options,
         )
         self._server = uvicorn.Server(config)
