@@ -136,8 +136,13 @@ def _wait() -> None:
     """Block until Ctrl-C, or SIGTERM, so the servers and the home stay up."""
     stop = threading.Event()
     main = threading.current_thread() is threading.main_thread()
-    # SIGTERM ends the wait like Ctrl-C, so the home is still cleaned up.
+    # SIGTERM ends the wait like Ctrl-C, so the home is still cleaned up; and Ctrl-C
+    # works even when whoever started the demo left SIGINT ignored (a shell does,
+    # for a command it runs in the background).
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set()) if main else None
+    interrupt = (
+        signal.signal(signal.SIGINT, signal.default_int_handler) if main else None
+    )
     try:
         # Told inside the try: a Ctrl-C right after the line still stops cleanly.
         say("The servers stay up until you press Ctrl-C.", "bold")
@@ -148,4 +153,5 @@ def _wait() -> None:
     finally:
         if main:
             signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGINT, interrupt)
     say("stopping")
