@@ -16,6 +16,7 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from proctor import heap
 from proctor.api import create_api
 from proctor.gateway.http import ENTRY_HEADER, PREFIX, HttpDoor
 from proctor.gateway.mcp.config import load_servers
@@ -104,8 +105,10 @@ def mcp_door(runtime: Runtime, pipeline: Pipeline) -> Starlette:
 
 def run(runtime: Runtime, *, host: str, port: int) -> None:
     """Serve until interrupted, on the wire of :mod:`proctor.gateway.wire`."""
+    app = build_app(runtime)
+    heap.settle()
     uvicorn.run(
-        build_app(runtime),
+        app,
         host=host,
         port=port,
         log_config=None,

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from proctor import kinds
+from proctor import heap, kinds
 from proctor.cli.common import HomeOption, JsonOption, emit_json, err, locate, out
 from proctor.cli.session import operator
 from proctor.errors import ConfigError
@@ -61,7 +61,9 @@ def stdio_command(
             known = ", ".join(sorted(servers)) or "none"
             raise ConfigError(f"no [mcp.servers.{server}] in proctor.toml ({known})")
         token = environment_token(dict(os.environ))
-        anyio.run(serve_stdio, runtime.pipeline(), servers[server], token)
+        pipeline = runtime.pipeline()
+        heap.settle()
+        anyio.run(serve_stdio, pipeline, servers[server], token)
     finally:
         runtime.close()
 

@@ -252,19 +252,20 @@ class Ledger:
             try:
                 first = self._queue.get(timeout=self._until_due())
             except queue.Empty:
-                with self._committing:
-                    self._sign_if_due()
+                self._sign_if_due()
                 continue
             items = [first, *self._drain()]
             stopping = _STOP in items
             appends = _claimed([item for item in items if isinstance(item, _Append)])
-            with self._committing:
-                if appends:
+            if appends:
+                with self._committing:
                     self._commit_or_fail(appends)
-                for item in items:
-                    if isinstance(item, _Sign):
-                        self._answer_sign(item.future)
-                self._sign_if_due(final=stopping)
+            # Signing holds no lock, so commits on the loop never wait for it: it
+            # reads one edge, which a commit replaces but never changes.
+            for item in items:
+                if isinstance(item, _Sign):
+                    self._answer_sign(item.future)
+            self._sign_if_due(final=stopping)
 
     def _commit_or_fail(self, appends: list[_Append]) -> None:
         # Whatever goes wrong, every caller is answered and the writer lives on:
@@ -372,7 +373,8 @@ class Ledger:
             future.set_exception(exc)
 
     def _sign(self) -> bytes:
-        size, root = self._edge.size, self._edge.root()
+        edge = self._edge
+        size, root = edge.size, edge.root()
         previous = self.store.latest_checkpoint()
         if previous is not None and previous.size >= size:
             return previous.note
