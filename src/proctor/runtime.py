@@ -19,7 +19,7 @@ from proctor.tasks.people import People
 from proctor.tasks.service import Rules, TaskService
 from proctor.tasks.state import Authority
 from proctor.tasks.token import load_private_key
-from proctor.vault import Redactor, Vault, load_master_key
+from proctor.vault import Masking, Redactor, Vault, load_master_key
 
 
 @dataclass
@@ -46,6 +46,10 @@ class Secrets:
 
     def scrub_text(self, text: str) -> str:
         return self.redactor.scrub_text(text)
+
+    def masking(self) -> Masking:
+        """A masker for one body going back to an agent (see Redactor.masking)."""
+        return self.redactor.masking()
 
 
 @dataclass

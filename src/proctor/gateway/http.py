@@ -12,7 +12,8 @@ A request that classifies goes to :meth:`authorize`; an unmapped one too, on
 ``Proctor::Action::"Unmapped"``. Neither a malformed nor an unmapped request is ever
 forwarded, whatever the verdict. An allowed call loses the agent's credentials and
 hop-by-hop headers, gains the vault's credential, and is streamed back as it
-arrives; its outcome is then reported with :meth:`complete`.
+arrives, any vault value in its headers or body masked; its outcome is then reported
+with :meth:`complete`.
 
 The ``Host`` header never routes: the upstream is the configured ``base_url`` and
 the path comes from the target below ``/http/<service>``. An absolute-form target
@@ -70,6 +71,7 @@ from proctor.gateway.routes import (
     load_services,
 )
 from proctor.tasks.token import TaskClaims
+from proctor.vault import Masking
 from proctor.vault.inject import Outbound, apply
 
 log = logging.getLogger(__name__)
@@ -121,9 +123,12 @@ class DoorPipeline(Protocol):
         digest: str | None,
         latency_us: int,
         error: str | None = None,
+        masked: int = 0,
     ) -> None: ...
 
     def scrub(self, value: object) -> object: ...
+
+    def masking(self) -> Masking: ...
 
     def secret(self, name: str) -> str: ...
 
@@ -420,12 +425,16 @@ class HttpDoor:
         async def done(delivery: Delivery) -> None:
             await self._complete(exchange, verdict, delivery, delivery.error)
 
-        passed = inbound_headers(
-            answer.raw_headers, relocation=self._relocations[service.name]
-        )
+        masking = self._pipeline.masking()
+        passed = [
+            (name, masking.whole(value))
+            for name, value in inbound_headers(
+                answer.raw_headers, relocation=self._relocations[service.name]
+            )
+        ]
         passed.append((ENTRY_HEADER.encode(), _entry(verdict).encode()))
 
-        return Relay(answer, passed, service, done)
+        return Relay(answer, passed, service, done, masking=masking)
 
     async def _failed(
         self, exchange: _Exchange, verdict: Verdict, failure: Failure
@@ -449,6 +458,15 @@ class HttpDoor:
         error: str | None,
     ) -> None:
         latency = exchange.latency_us()
+        masked = delivery.masked if delivery else 0
+        if masked:
+            log.warning(
+                "masked vault values in an answer id=%s agent=%s task=%s count=%d",
+                exchange.id,
+                exchange.agent,
+                exchange.task,
+                masked,
+            )
         await self._pipeline.complete(
             verdict,
             status=delivery.status if delivery else None,
@@ -456,6 +474,7 @@ class HttpDoor:
             digest=delivery.digest if delivery else None,
             latency_us=latency,
             error=error,
+            masked=masked,
         )
         if delivery is not None:
             _log_call(exchange, verdict, delivery.status, latency)

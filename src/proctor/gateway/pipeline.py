@@ -34,7 +34,7 @@ from proctor.policy.cedar import AGENT_TYPE, cedar_string
 from proctor.tasks.service import TaskService
 from proctor.tasks.state import Approval, ApprovalState, Task, TaskState
 from proctor.tasks.token import TaskClaims
-from proctor.vault import Vault
+from proctor.vault import Masking, Vault
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +126,10 @@ class Pipeline:
         """Remove every vault value and every sensitive field from ``value``."""
         return self.service.redactor.scrub(value)
 
+    def masking(self) -> Masking:
+        """Return a masker for one answer: no vault value reaches an agent."""
+        return self.service.redactor.masking()
+
     async def authenticate(
         self,
         token: str | None,
@@ -207,8 +211,13 @@ class Pipeline:
         digest: str | None,
         latency_us: int,
         error: str | None = None,
+        masked: int = 0,
     ) -> None:
-        """Record what came back from upstream; never raises into the door."""
+        """Record what came back from upstream; never raises into the door.
+
+        ``size`` and ``digest`` are of the upstream's bytes; ``masked`` counts the
+        vault values masked in them on the way to the agent.
+        """
         fields: dict[str, Any] = {
             "task": verdict.task,
             "decision": verdict.entry,
@@ -217,6 +226,8 @@ class Pipeline:
             "digest": digest,
             "latency_us": latency_us,
         }
+        if masked:
+            fields["masked"] = masked
         if error is not None:
             fields["error"] = str(self.scrub(error))
         # Nothing waits on an outcome: it shares the commit of the next decision.

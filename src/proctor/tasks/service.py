@@ -24,6 +24,7 @@ from proctor.policy import ActiveTask, Engine, OrgPolicies, Outcome, Request, Sc
 from proctor.tasks.people import Person
 from proctor.tasks.state import Approval, ApprovalState, Authority, Task, TaskState
 from proctor.tasks.token import IssuedToken, TaskClaims, TokenIssuer, TokenVerifier
+from proctor.vault import Masking
 
 OPEN_TASK = 'Proctor::Action::"OpenTask"'
 MAX_REASONING = 8192
@@ -39,6 +40,8 @@ class Scrubber(Protocol):
     def scrub(self, value: object) -> object: ...
 
     def scrub_text(self, text: str) -> str: ...
+
+    def masking(self) -> Masking: ...
 
 
 @dataclass(frozen=True)

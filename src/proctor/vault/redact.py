@@ -11,6 +11,10 @@ partial percent-encodings other than those above, and a value split across two
 separately scrubbed chunks (scrub a whole body, not its pieces). The edges of a base64
 match can leave a few bits of the value's first and last bytes in the output.
 
+What goes back to an agent is masked instead (:class:`Masking`): each form found
+becomes as many ``*`` as it had bytes, so a length the upstream declared stays true,
+and a body may arrive in any number of pieces.
+
 A value shorter than ``MIN_SECRET_LENGTH`` is refused: a one-letter secret would
 redact every text it appears in and still tell a reader what it was.
 """
@@ -18,9 +22,10 @@ redact every text it appears in and still tell a reader what it was.
 from __future__ import annotations
 
 import base64
+import bisect
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from urllib.parse import quote, quote_plus
 
 from proctor.errors import VaultError
@@ -142,6 +147,7 @@ class Redactor:
         self._bytes_markers = {
             form.encode(): marker.encode() for form, marker in self._markers.items()
         }
+        self._sorted_forms = sorted(self._bytes_markers)
         self._refuse_self_matches(names)
 
     def scrub_text(self, text: str) -> str:
@@ -165,6 +171,14 @@ class Redactor:
                 return data
 
         return REDACTED.encode()
+
+    def masking(self) -> Masking:
+        """Return a fresh masker for one answer on its way to an agent."""
+        return Masking(self._bytes, self._sorted_forms)
+
+    def mask(self, data: bytes) -> bytes:
+        """Return ``data`` with every secret's UTF-8 forms masked by ``*``."""
+        return self.masking().whole(data)
 
     def scrub_headers(self, headers: Mapping[str, str]) -> dict[str, str]:
         """Return a copy of ``headers`` with credential headers and values removed."""
@@ -244,6 +258,82 @@ class Redactor:
                     f"secret {_label(names[found.group()])} cannot be redacted: "
                     "its value shows in a redaction marker"
                 )
+
+
+class Masking:
+    """Masks secret values in one answer, keeping every length: its header values
+    one by one (:meth:`whole`), then its body as it arrives in pieces.
+
+    A value may straddle two pieces of the body, so the end of what has arrived is
+    held back from the first place where a form could begin that runs past it,
+    until the next piece or the end shows what it was. ``masked`` counts the values
+    masked so far.
+    """
+
+    def __init__(
+        self, pattern: re.Pattern[bytes] | None, forms: Sequence[bytes]
+    ) -> None:
+        """``forms`` are every form ``pattern`` finds, sorted."""
+        self._pattern = pattern
+        self._forms = forms
+        self._firsts = frozenset(form[0] for form in forms)
+        self._longest = max(map(len, forms), default=0)
+        self._held = b""
+        self.masked = 0
+
+    def feed(self, piece: bytes, *, last: bool = False) -> bytes:
+        """Return what may be passed on now of everything fed so far; with ``last``,
+        the piece ends the body and everything is returned."""
+        data, self._held = self._held + piece, b""
+        if self._pattern is None:
+            return data
+        cut = len(data) if last else self._unfinished(data)
+        data = self._masked(self._pattern, data, before=cut)
+        self._held = data[cut:]
+
+        return data[:cut]
+
+    def whole(self, data: bytes) -> bytes:
+        """Return one complete text, such as a header value, masked on its own."""
+        if self._pattern is None:
+            return data
+
+        return self._masked(self._pattern, data, before=len(data))
+
+    def finish(self) -> bytes:
+        """Return the rest, once the body has ended."""
+        return self.feed(b"", last=True)
+
+    def _unfinished(self, data: bytes) -> int:
+        """Where the first form that could run past the end of ``data`` begins."""
+        for start in range(max(len(data) - self._longest, 0), len(data)):
+            if data[start] not in self._firsts:
+                continue
+            tail = data[start:]
+            # The forms are sorted: the first one not below the tail starts with it
+            # if any does.
+            place = bisect.bisect_left(self._forms, tail)
+            if place < len(self._forms) and self._forms[place].startswith(tail):
+                return start
+
+        return len(data)
+
+    def _masked(self, pattern: re.Pattern[bytes], data: bytes, *, before: int) -> bytes:
+        # A form found starting at ``before`` or later might still grow into a
+        # longer one with the next piece; it is looked at again then.
+        spans = []
+        for match in pattern.finditer(data):
+            if match.start() >= before:
+                break
+            spans.append(match.span())
+        if not spans:
+            return data
+        self.masked += len(spans)
+        masked = bytearray(data)
+        for begin, end in spans:
+            masked[begin:end] = b"*" * (end - begin)
+
+        return bytes(masked)
 
 
 def _name_table(secrets: list[tuple[str, str]]) -> dict[str, str]:

@@ -17,7 +17,7 @@ from typing import Any
 from proctor.errors import VaultError
 from proctor.gateway.pipeline import Call, Verdict
 from proctor.tasks.token import TaskClaims
-from proctor.vault.redact import Redactor
+from proctor.vault.redact import Masking, Redactor
 
 TOKEN = "task-token-for-the-door-tests"
 CLAIMS = TaskClaims(
@@ -39,6 +39,7 @@ class Completion:
     digest: str | None
     latency_us: int
     error: str | None
+    masked: int = 0
 
 
 @dataclass
@@ -91,13 +92,17 @@ class PipelineDouble:
         digest: str | None,
         latency_us: int,
         error: str | None = None,
+        masked: int = 0,
     ) -> None:
         self.completions.append(
-            Completion(verdict, status, size, digest, latency_us, error)
+            Completion(verdict, status, size, digest, latency_us, error, masked)
         )
 
     def scrub(self, value: object) -> object:
         return Redactor(self.secrets.values()).scrub(value)
+
+    def masking(self) -> Masking:
+        return Redactor(self.secrets.values()).masking()
 
     def secret(self, name: str) -> str:
         try:

@@ -242,12 +242,29 @@ def echoed_headers(response: httpx.Response) -> dict[str, str]:
     return {name.lower(): value for name, value in headers.items()}
 
 
+def as_sent_upstream(door: Door, response: httpx.Response, secret: str) -> Any:
+    """The JSON the upstream answered, from the masked answer the agent got.
+
+    The stars stand where the upstream echoed ``secret``; put back, the bytes
+    must be the ones whose digest the outcome recorded.
+    """
+    outcome = eventually(lambda: door.double.completions)[0]
+    upstream = response.content.replace(b"*" * len(secret), secret.encode())
+
+    assert secret.encode() not in response.content
+    assert outcome.masked >= 1
+    assert hashlib.sha256(upstream).hexdigest() == outcome.digest
+    return json.loads(upstream)
+
+
 class TestInjection:
     def test_header_credential_replaces_the_agents_own(self, door: Door) -> None:
-        """The vault's X-Api-Key goes upstream, the agent's one and its token never."""
+        """The vault's X-Api-Key goes upstream, the agent's one and its token never;
+        httpbin's echo of it comes back masked."""
         with door.client(**{"X-Api-Key": "agent-made-up-key"}) as agent:
             response = agent.get("bin/headers")
-        seen = echoed_headers(response)
+        echoed = as_sent_upstream(door, response, SECRETS["bin-key"])
+        seen = {name.lower(): value for name, value in echoed["headers"].items()}
 
         assert response.status_code == 200
         assert seen["x-api-key"] == SECRETS["bin-key"]
@@ -255,12 +272,17 @@ class TestInjection:
         assert TOKEN not in response.text
 
     def test_bearer_credential_is_exact(self, door: Door) -> None:
-        """httpbin's /bearer echoes exactly the vault's token, not the agent's."""
+        """httpbin's /bearer echoes exactly the vault's token, not the agent's; the
+        agent sees it masked."""
         with door.client() as agent:
             response = agent.get("bearer/bearer")
 
         assert response.status_code == 200
         assert response.json() == {
+            "authenticated": True,
+            "token": "*" * len(SECRETS["bearer-key"]),
+        }
+        assert as_sent_upstream(door, response, SECRETS["bearer-key"]) == {
             "authenticated": True,
             "token": SECRETS["bearer-key"],
         }
@@ -289,8 +311,9 @@ class TestInjection:
         """An api_key the agent sent is replaced; other parameters pass."""
         with door.client() as agent:
             response = agent.get("query/anything/q", params={"api_key": "x", "n": "1"})
+        echoed = as_sent_upstream(door, response, SECRETS["query-key"])
 
-        assert response.json()["args"] == {"api_key": SECRETS["query-key"], "n": "1"}
+        assert echoed["args"] == {"api_key": SECRETS["query-key"], "n": "1"}
 
     def test_missing_secret_is_a_clear_503(self, door: Door) -> None:
         """A credential absent from the vault stops the call before it leaves."""
@@ -721,11 +744,12 @@ class TestLogs:
             agent.post("bin/anything/pay", json={"amount": "x"})
         eventually(lambda: len(door.double.completions) == 3)
         lines = [r.getMessage() for r in caplog.records if r.name.endswith(".http")]
+        calls = [line for line in lines if line.startswith("call ")]
         everything = caplog.text + "".join(lines)
 
-        assert len(lines) == 5
+        assert len(calls) == 5
         assert all("agent=door-bot task=tsk_door" in line for line in lines)
-        assert all("latency_ms=" in line and "decision=" in line for line in lines)
+        assert all("latency_ms=" in line and "decision=" in line for line in calls)
         for secret in SECRETS.values():
             assert secret not in everything
             assert (

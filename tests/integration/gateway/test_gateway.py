@@ -6,6 +6,7 @@ json-server as the finance API, httpbin to check that injection is exact.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import shutil
 import threading
@@ -262,11 +263,18 @@ class TestAllowedCalls:
 
 class TestInjection:
     def test_bearer_is_the_vaults_token(self, gateway: Gateway) -> None:
-        """httpbin sees exactly the vault's bearer token, never the task token."""
+        """httpbin sees exactly the vault's bearer token, never the task token, and
+        its echo reaches the agent masked: put back, it is what was recorded."""
         with gateway.agent() as agent:
             response = agent.get("bin/bearer")
+        completed = gateway.completion(response.headers["proctor-entry"])
+        stars = b"*" * len(BIN_TOKEN)
+        upstream = response.content.replace(stars, BIN_TOKEN.encode())
 
-        assert response.json() == {"authenticated": True, "token": BIN_TOKEN}
+        assert response.json() == {"authenticated": True, "token": stars.decode()}
+        assert completed["digest"] == hashlib.sha256(upstream).hexdigest()
+        assert completed["masked"] == 1
+        assert json.loads(upstream) == {"authenticated": True, "token": BIN_TOKEN}
 
     def test_basic_is_the_vaults_password(self, gateway: Gateway) -> None:
         """httpbin's basic-auth check passes with the injected user and password,
@@ -450,8 +458,8 @@ class TestRecord:
         for secret in SECRETS:
             assert secret.encode() not in ledger
             assert secret not in ours
-            # own[0] is json-server echoing the memo: the upstream's answer, not ours.
-            assert not any(secret in r.text for r in own[1:])
+            # own[0] is json-server echoing the memo: masked on its way back.
+            assert not any(secret in r.text for r in own)
         assert b"[redacted" in ledger
 
     def test_ledger_verifies_after_every_kind_of_call(self, gateway: Gateway) -> None:
