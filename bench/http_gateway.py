@@ -45,6 +45,8 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 WARMUP = 300
 RUNS = ((1, 2_000), (32, 10_000))
 """(concurrency, requests) of each measured run."""
+ROUNDS = 10
+"""Turns each path takes per concurrency, a tenth of its calls each."""
 RUN_SECONDS = 60.0
 """A measured run stops early after this long, and says how many calls it made."""
 MEMORY_CALLS = 100_000
@@ -191,15 +193,30 @@ def _measure(paths: list[Endpoint]) -> list[Run]:
         _load(path, 8, WARMUP)
     runs = []
     for concurrency, count in RUNS:
-        for path in paths:
-            print(f"http: {path.name} c={concurrency} n={count}", file=sys.stderr)
-            before = _cpu_seconds(path.pid)
-            load = _load(path, concurrency, count)
-            runs.append(
-                Run(path.name, concurrency, load, _cpu_seconds(path.pid) - before)
-            )
+        print(f"http: c={concurrency} n={count} per path", file=sys.stderr)
+        runs.extend(_rounds(paths, concurrency, count))
 
     return runs
+
+
+def _rounds(paths: list[Endpoint], concurrency: int, count: int) -> list[Run]:
+    # The paths take turns, a slice of the calls each, in rotating order, so a
+    # change in the machine's load falls on all of them alike.
+    latencies: list[list[float]] = [[] for _ in paths]
+    seconds, cpu = [0.0] * len(paths), [0.0] * len(paths)
+    for round_ in range(ROUNDS):
+        for offset in range(len(paths)):
+            number = (round_ + offset) % len(paths)
+            before = _cpu_seconds(paths[number].pid)
+            load = _load(paths[number], concurrency, count // ROUNDS)
+            cpu[number] += _cpu_seconds(paths[number].pid) - before
+            latencies[number].extend(load.latencies)
+            seconds[number] += load.seconds
+
+    return [
+        Run(path.name, concurrency, Load(latencies[n], seconds[n]), cpu[n])
+        for n, path in enumerate(paths)
+    ]
 
 
 def _memory(path: Endpoint) -> Memory:
@@ -424,7 +441,9 @@ def _record(runs: list[Run], memory: Memory, recorded: int, mitm: str) -> None:
         "recorded) at `/http/bench/items/42`; *mitmdump* is `mitmdump --mode "
         "reverse:... -q`. Upstream, proxies and the `aiohttp` load generator each "
         f"run in their own process. {WARMUP} warm-up calls per path, then per "
-        "concurrency the three paths one after the other. CPU per call is the proxy "
+        f"concurrency the three paths take {ROUNDS} turns each, in rotating order, "
+        "so that the machine's other load falls on all of them alike. CPU per call "
+        "is the proxy "
         "process's utime+stime from `/proc/<pid>/stat` over the run divided by its "
         "calls (for *direct*, the upstream's own). "
         f"The ledger ({recorded:,} entries) verified afterwards.\n\n"
