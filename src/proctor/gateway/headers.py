@@ -5,9 +5,14 @@ Removed going out: the hop-by-hop headers of RFC 9110 §7.6.1 (``Connection`` an
 every header it names, ``Keep-Alive``, ``Proxy-*``, ``TE``, ``Trailer``,
 ``Transfer-Encoding``, ``Upgrade``), the message framing Proctor redoes itself
 (``Host``, ``Content-Length``, ``Expect``), the agent's ``Authorization`` (its task
-token), every ``Proctor-*`` header, and cookies whose name starts with ``proctor``.
-Removed coming back: the hop-by-hop headers and any ``Proctor-*`` header, so an
-upstream cannot forge a ``Proctor-Entry``.
+token), every ``Proctor-*`` header, cookies whose name starts with ``proctor``, the
+method overrides some frameworks obey (``X-HTTP-Method-Override`` and its kin: the
+route map decided on the request's own method), and the forwarding headers
+(``Forwarded``, ``X-Forwarded-*``, ``X-Real-IP``) an agent could forge. The agent's
+``Accept-Encoding`` gives way to ``identity``: an answer is masked on its way back,
+and a compressed one could not be looked into.
+Removed coming back: the hop-by-hop headers, any ``Proctor-*`` header, so an
+upstream cannot forge a ``Proctor-Entry``, and ``Date``, which the server sets.
 """
 
 from __future__ import annotations
@@ -37,7 +42,23 @@ _HOP_BY_HOP = frozenset(
         b"upgrade",
     }
 )
-_REFRAMED = frozenset({b"host", b"content-length", b"expect", b"authorization"})
+_REFRAMED = frozenset(
+    {b"host", b"content-length", b"expect", b"authorization", b"accept-encoding"}
+)
+_UNDECIDED = frozenset(
+    {
+        b"x-http-method-override",
+        b"x-http-method",
+        b"x-method-override",
+        b"forwarded",
+        b"x-real-ip",
+    }
+)
+"""What the route map did not decide on: another method, another client."""
+_FORWARDING = b"x-forwarded-"
+IDENTITY = {"accept-encoding": "identity"}
+"""What Proctor asks of every upstream: the answer's bytes as they are."""
+_SET_BY_SERVER = frozenset({b"date"})
 _PROCTOR = b"proctor-"
 _PROXY = b"proxy-"
 _TRACEPARENT = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
@@ -136,7 +157,7 @@ def outbound_headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
         else:
             headers[key] = text
 
-    return headers
+    return headers | IDENTITY
 
 
 @dataclass(frozen=True)
@@ -188,6 +209,8 @@ def inbound_headers(
     for name, value in pairs:
         if name in _HOP_BY_HOP or name in dropped or name.startswith(_PROCTOR):
             continue
+        if name in _SET_BY_SERVER:
+            continue
         kept.append((name, relocation.apply(value) if name == b"location" else value))
 
     return kept
@@ -197,6 +220,8 @@ def _is_dropped(name: bytes) -> bool:
     return (
         name in _HOP_BY_HOP
         or name in _REFRAMED
+        or name in _UNDECIDED
+        or name.startswith(_FORWARDING)
         or name.startswith(_PROCTOR)
         or name.startswith(_PROXY)
     )

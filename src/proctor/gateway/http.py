@@ -47,7 +47,7 @@ from proctor.config import Config
 from proctor.errors import ProctorError
 from proctor.gateway.calls import DOOR, classified_call, malformed_call, summary
 from proctor.gateway.classify import BadRequest, Classified, classify
-from proctor.gateway.forward import Delivery, Failure, Relay, Upstream
+from proctor.gateway.forward import Delivery, Failure, Relay, Upstream, is_encoded
 from proctor.gateway.headers import (
     MAX_HEADER_BYTES,
     Meta,
@@ -421,6 +421,11 @@ class HttpDoor:
         )
         if isinstance(answer, Failure):
             return await self._failed(exchange, verdict, answer)
+        if is_encoded(answer):
+            # Asked for identity and sent compressed anyway: its bytes cannot be
+            # looked into for vault values, so they are not passed on.
+            answer.close()
+            return await self._failed(exchange, verdict, _encoded(service.name))
 
         async def done(delivery: Delivery) -> None:
             await self._complete(exchange, verdict, delivery, delivery.error)
@@ -496,6 +501,14 @@ class HttpDoor:
             media_type="application/json",
             headers={ENTRY_HEADER: _entry(verdict)},
         )
+
+
+def _encoded(service: str) -> Failure:
+    return Failure(
+        502,
+        f"service {service} answered with a compressed body (Content-Encoding), "
+        "which cannot be checked for vault values, so it was not passed on",
+    )
 
 
 def _denied(verdict: Verdict, reason: str) -> Verdict:

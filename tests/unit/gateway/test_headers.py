@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from proctor.gateway.headers import (
+    IDENTITY,
     MAX_ID,
     MAX_NOTE,
     Relocation,
@@ -41,13 +42,22 @@ class TestOutbound:
             "proctor-approval",
             "proctor-reasoning",
             "proctor-anything",
+            "accept-encoding",
+            "x-http-method-override",
+            "x-http-method",
+            "x-method-override",
+            "forwarded",
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-real-ip",
         ],
     )
     def test_hop_by_hop_and_proctor_headers_go(self, name: str) -> None:
-        """Hop-by-hop, framing, the task token and Proctor's own headers go."""
+        """Hop-by-hop, framing, the task token, Proctor's own headers, method
+        overrides and forwarding claims go; identity is asked for instead."""
         sent = outbound_headers(raw((name, "x"), ("accept", "application/json")))
 
-        assert sent == {"accept": "application/json"}
+        assert sent == IDENTITY | {"accept": "application/json"}
 
     def test_headers_named_by_connection_go(self) -> None:
         """A header listed in Connection is hop-by-hop too (RFC 9110 §7.6.1)."""
@@ -61,7 +71,7 @@ class TestOutbound:
             )
         )
 
-        assert sent == {"x-kept": "3"}
+        assert sent == IDENTITY | {"x-kept": "3"}
 
     def test_proctor_cookies_go_and_others_stay(self) -> None:
         """Cookies meant for Proctor never reach the upstream; the rest do."""
@@ -69,17 +79,17 @@ class TestOutbound:
             raw(("cookie", "proctor_session=abc; theme=dark"), ("cookie", "lang=en"))
         )
 
-        assert sent == {"cookie": "theme=dark; lang=en"}
+        assert sent == IDENTITY | {"cookie": "theme=dark; lang=en"}
 
     def test_cookie_header_of_only_proctor_cookies_goes(self) -> None:
         """A Cookie header left empty is not sent at all."""
-        assert outbound_headers(raw(("cookie", "Proctor-Console=1"))) == {}
+        assert outbound_headers(raw(("cookie", "Proctor-Console=1"))) == IDENTITY
 
     def test_repeated_headers_are_joined(self) -> None:
         """Repeats travel as one comma-separated header (RFC 9110 §5.3)."""
         sent = outbound_headers(raw(("accept", "a/b"), ("accept", "c/d")))
 
-        assert sent == {"accept": "a/b, c/d"}
+        assert sent == IDENTITY | {"accept": "a/b, c/d"}
 
     def test_trace_and_ordinary_headers_pass(self) -> None:
         """traceparent and application headers go upstream unchanged."""
@@ -87,7 +97,7 @@ class TestOutbound:
             raw(("traceparent", TRACEPARENT), ("x-request-id", "r1"))
         )
 
-        assert sent == {"traceparent": TRACEPARENT, "x-request-id": "r1"}
+        assert sent == IDENTITY | {"traceparent": TRACEPARENT, "x-request-id": "r1"}
 
 
 class TestInbound:
