@@ -8,11 +8,13 @@ import asyncio
 import hashlib
 import io
 import shutil
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
+import psycopg
 import pytest
 
 from proctor import kinds
@@ -33,6 +35,26 @@ PAY = 'Payments::Action::"CreatePayment"'
 READ = 'Payments::Action::"ReadInvoice"'
 VENDOR = 'Payments::Action::"CreateVendor"'
 CONTROLLER = "controller@example.com"
+
+
+def corrupt_leaf(home: Home, index: int) -> None:
+    """Zero the stored leaf hash of entry ``index``, past the append-only guards."""
+    ledger = home.config().ledger
+    where = f"WHERE level = 0 AND idx = {int(index)}"
+    if ledger.database_url is None:
+        db = sqlite3.connect(home.ledger_db)
+        triggers = db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")
+        for (name,) in triggers.fetchall():
+            db.execute(f'DROP TRIGGER "{name}"')
+        db.execute(f"UPDATE nodes SET hash = zeroblob(32) {where}")
+        db.commit()
+        db.close()
+        return
+    with psycopg.connect(ledger.database_url, autocommit=True) as db:
+        # A superuser's replica role fires no triggers, the guards among them.
+        db.execute("SET session_replication_role = replica")
+        nodes = f'"{ledger.database_schema}".nodes'
+        db.execute(f"UPDATE {nodes} SET hash = decode(repeat('00', 32), 'hex') {where}")
 
 
 def call(action: str, context: dict[str, Any], *, approval: str | None = None) -> Call:
@@ -323,6 +345,17 @@ class TestCommands:
             cli("trace", "--home", str(story.home.path), story.task, "--json").out
         )
         assert trace["state"] == "quarantined"
+
+    def test_explain_exits_one_when_a_proof_fails(self, story: Story, cli: Cli) -> None:
+        """With a stored leaf hash corrupted, explain says so and exits 1."""
+        home = str(story.home.path)
+        sound = cli("explain", "--home", home, str(story.released))
+        corrupt_leaf(story.home, story.released)
+        broken = cli("explain", "--home", home, str(story.released))
+
+        assert sound.code == 0
+        assert broken.code == 1
+        assert "NOT proven" in broken.out
 
     def test_trace_unknown_task_fails(self, story: Story, cli: Cli) -> None:
         """Tracing a task no entry names exits 1 and says so."""

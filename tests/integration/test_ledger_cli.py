@@ -195,6 +195,18 @@ class TestTamperIsCaught:
         assert result.code == 1
         assert "truncated" in result.err
 
+    def test_missing_trusted_checkpoint_is_bad_usage(
+        self, filled: Home, cli: Cli, tmp_path: Path
+    ) -> None:
+        """A trusted checkpoint file that is not there is one line and exit 2."""
+        missing = tmp_path / "nowhere.checkpoint"
+        result = cli(
+            "verify", "--home", str(filled.path), "--trusted-checkpoint", str(missing)
+        )
+
+        assert result.code == 2
+        assert result.err.strip() == f"proctor: {missing}: no such file or directory"
+
     def test_checkpoint_signed_by_another_key(self, filled: Home, cli: Cli) -> None:
         """A checkpoint replaced by one signed with a stranger's key is named."""
         origin = filled.config().ledger.origin

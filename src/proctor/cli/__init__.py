@@ -76,5 +76,17 @@ def main() -> None:
         # Typer carries its own copy of click: its usage errors are TyperExceptions.
         print(f"proctor: {exc.format_message()}", file=sys.stderr)
         sys.exit(2)
+    except OSError as exc:
+        # A path given on the command line that cannot be read or written.
+        print(f"proctor: {_os_problem(exc)}", file=sys.stderr)
+        sys.exit(2)
     if isinstance(code, int) and code:
         sys.exit(code)
+
+
+def _os_problem(exc: OSError) -> str:
+    reason = exc.strerror or type(exc).__name__
+    if exc.filename is None:
+        return reason.lower()
+
+    return f"{exc.filename}: {reason.lower()}"

@@ -34,7 +34,8 @@ def explain_command(
 
     Who asked and why, the scope and its approver, the agent's reasoning, the
     request as sent, the policies that decided, the approval and what came back;
-    every entry cited is proven against the latest signed checkpoint.
+    every entry cited is proven against the latest signed checkpoint. Exits 1
+    when a proof fails.
     """
     with opened(home) as forensics:
         size = forensics.store.size()
@@ -46,6 +47,9 @@ def explain_command(
             usage_error(str(exc))
     if as_json:
         emit_json(story)
-        return
-    for line in decision_lines(story):
-        out.print(line)
+    else:
+        for line in decision_lines(story):
+            out.print(line)
+    # A story resting on an entry the signed checkpoint does not prove is a finding.
+    if any(not proof.verified for proof in story.proofs):
+        raise typer.Exit(1)
