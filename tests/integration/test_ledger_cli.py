@@ -107,13 +107,40 @@ class TestTamperIsCaught:
         assert "entry 17" in result.err
 
     def test_edited_entry_with_rehashed_leaf(self, filled: Home, cli: Cli) -> None:
-        """An edit with its stored leaf hash rewritten too fails the signed root."""
+        """An edit with its stored leaf hash rewritten, but not the hashes above it,
+        is named by the first subtree that no longer adds up."""
         edited = body(filled, 17).replace('"amount":1700', '"amount":1000000')
         leaf = merkle.leaf_hash(edited.encode()).hex()
         tamper(
             filled,
             f"UPDATE entries SET body = CAST('{edited}' AS BLOB) WHERE idx = 17",
             f"UPDATE nodes SET hash = x'{leaf}' WHERE level = 0 AND idx = 17",
+        )
+        result = cli("verify", "--home", str(filled.path))
+
+        assert result.code == 1
+        assert "entries [16, 18): the stored hash" in result.err
+
+    def test_edited_entry_with_every_hash_rewritten(
+        self, filled: Home, cli: Cli
+    ) -> None:
+        """An edit with every stored hash recomputed to match still fails the root
+        that was signed."""
+        edited = body(filled, 17).replace('"amount":1700', '"amount":1000000')
+        bodies = [body(filled, index).encode() for index in range(ENTRIES)]
+        bodies[17] = edited.encode()
+        edge = merkle.CompactRange()
+        rewritten = [
+            node for data in bodies for node in edge.append(merkle.leaf_hash(data))
+        ]
+        tamper(
+            filled,
+            f"UPDATE entries SET body = CAST('{edited}' AS BLOB) WHERE idx = 17",
+            *(
+                f"UPDATE nodes SET hash = x'{digest.hex()}' "
+                f"WHERE level = {level} AND idx = {index}"
+                for level, index, digest in rewritten
+            ),
         )
         result = cli("verify", "--home", str(filled.path))
 
@@ -158,6 +185,24 @@ class TestTamperIsCaught:
 
         assert result.code == 1
         assert "position 31" in result.err
+
+    @pytest.mark.parametrize(
+        ("level", "index", "named"), [(0, 25, "entry 25"), (3, 2, "entries [16, 24)")]
+    )
+    def test_corrupted_subtree_hash(
+        self, filled: Home, cli: Cli, level: int, index: int, named: str
+    ) -> None:
+        """A stored subtree hash proofs would be built from, zeroed, is named."""
+        tamper(
+            filled,
+            f"UPDATE nodes SET hash = zeroblob(32) WHERE level = {level} "
+            f"AND idx = {index}",
+        )
+        result = cli("verify", "--home", str(filled.path))
+
+        assert result.code == 1
+        assert f"{named}: the stored hash" in result.err
+        assert f"(level {level}, index {index}) is wrong" in result.err
 
     def test_appended_unsigned_entry(self, filled: Home, cli: Cli) -> None:
         """An entry added after the last checkpoint without its hash is named."""

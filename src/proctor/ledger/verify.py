@@ -1,9 +1,9 @@
 """Offline verification of a whole ledger, streamed: every leaf, the tree, every
 signed checkpoint, the consistency between them, and a checkpoint kept elsewhere.
 
-Nothing here trusts the store's own hashes: roots are recomputed from the entries, and
-stored subtree hashes are only used to name the first entry that differs and to check
-that the proofs the store would serve agree with the signed roots.
+Nothing here trusts the store's own hashes: roots are recomputed from the entries.
+Every stored subtree hash is then compared with the one recomputed, since proofs are
+served from them, and they name the first entry that differs.
 """
 
 from __future__ import annotations
@@ -90,14 +90,22 @@ class _Walk:
         while stored is not None and stored.size == 0:
             self.check(stored)
             stored = next(pending, None)
+        completed: list[tuple[int, int, bytes]] = []
         for position, data in _stream(self.store):
             _check_index(position, data)
-            self.edge.append(merkle.leaf_hash(data))
+            completed.extend(self.edge.append(merkle.leaf_hash(data)))
+            if len(completed) >= 2 * CHUNK:
+                self.check_nodes(completed)
+                completed.clear()
             if self.edge.size == self.watch:
                 self.watched_root = self.edge.root()
             while stored is not None and stored.size == self.edge.size:
+                # The hashes come first: they name a wrong one precisely.
+                self.check_nodes(completed)
+                completed.clear()
                 self.check(stored)
                 stored = next(pending, None)
+        self.check_nodes(completed)
         if stored is not None:
             raise VerifyError(
                 f"checkpoint at size {stored.size} but the ledger holds only "
@@ -150,6 +158,35 @@ class _Walk:
                 f"fails: {exc}",
                 checkpoint=new.size,
             ) from exc
+
+    def check_nodes(self, completed: list[tuple[int, int, bytes]]) -> None:
+        """Compare stored subtree hashes with those recomputed from the entries.
+
+        The nodes completed by a run of entries make one index range per level,
+        so each level is read in one range.
+        """
+        ranges: dict[int, tuple[int, int]] = {}
+        for level, index, _ in completed:
+            low, high = ranges.get(level, (index, index))
+            ranges[level] = (min(low, index), max(high, index))
+        stored = {
+            level: self.store.level(level, low, high + 1)
+            for level, (low, high) in ranges.items()
+        }
+        for level, index, digest in completed:
+            found = stored[level].get(index)
+            if found == digest:
+                continue
+            first, end = index << level, (index + 1) << level
+            entry = _first_changed(self.store, first, end)
+            what = "missing" if found is None else "wrong"
+            named = f"entries [{first}, {end})" if entry is None else f"entry {entry}"
+            raise VerifyError(
+                f"{named}: the stored hash of entries [{first}, {end}) (level "
+                f"{level}, index {index}) is {what}, so proofs served from it would "
+                "not verify",
+                index=first if entry is None else entry,
+            )
 
     def check_tail(self) -> None:
         start = self.previous.size if self.previous else 0

@@ -73,6 +73,11 @@ class Store(Protocol):
         """
         ...
 
+    def level(self, level: int, start: int, end: int) -> dict[int, bytes]:
+        """Return the stored hashes of one level with indexes in ``[start, end)``,
+        by index, in one round trip; indexes that are not stored are absent."""
+        ...
+
     def add_checkpoint(self, checkpoint: StoredCheckpoint) -> None:
         """Store a signed checkpoint; sizes are unique and only grow."""
         ...

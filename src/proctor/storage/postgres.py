@@ -121,6 +121,9 @@ _QUERIES = {
     "nodes": sql.SQL("""SELECT n.level, n.idx, n.hash
         FROM unnest(%s::smallint[], %s::bigint[]) AS k (level, idx)
         JOIN {s}.nodes AS n ON n.level = k.level AND n.idx = k.idx"""),
+    "level": sql.SQL(
+        "SELECT idx, hash FROM {s}.nodes WHERE level = %s AND idx >= %s AND idx < %s"
+    ),
     "add_checkpoint": sql.SQL(
         "INSERT INTO {s}.checkpoints (size, note) VALUES (%s, %s)"
     ),
@@ -398,6 +401,13 @@ class PostgresStore:
         rows = self._read("nodes", (levels, indexes))
 
         return {(level, index): digest for level, index, digest in rows}
+
+    def level(self, level: int, start: int, end: int) -> dict[int, bytes]:
+        """Return one level's stored hashes in ``[start, end)`` by index, in one
+        range read; raises StoreError when the database fails."""
+        rows = self._read("level", (level, start, end))
+
+        return dict(rows)
 
     def add_checkpoint(self, checkpoint: StoredCheckpoint) -> None:
         """Store a signed checkpoint.

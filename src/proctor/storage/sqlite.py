@@ -94,6 +94,7 @@ _ENTRIES = "SELECT idx, body FROM entries WHERE idx >= ? ORDER BY idx LIMIT ?"
 _NODES = """SELECT n.level, n.idx, n.hash FROM json_each(?) AS k JOIN nodes AS n
     ON n.level = json_extract(k.value, '$[0]')
     AND n.idx = json_extract(k.value, '$[1]')"""
+_LEVEL = "SELECT idx, hash FROM nodes WHERE level = ? AND idx >= ? AND idx < ?"
 _CHECKPOINTS = "SELECT size, note FROM checkpoints WHERE size > ? ORDER BY size LIMIT ?"
 _LATEST = "SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1"
 
@@ -309,6 +310,13 @@ class SqliteStore:
         rows = self._read(_NODES, (wanted,))
 
         return {(level, index): digest for level, index, digest in rows}
+
+    def level(self, level: int, start: int, end: int) -> dict[int, bytes]:
+        """Return one level's stored hashes in ``[start, end)`` by index, in one
+        range read; raises StoreError when SQLite fails."""
+        rows = self._read(_LEVEL, (level, start, end))
+
+        return dict(rows)
 
     def add_checkpoint(self, checkpoint: StoredCheckpoint) -> None:
         """Store a signed checkpoint.

@@ -459,6 +459,15 @@ class TestNodes:
 
         assert store.nodes([]) == {}
 
+    def test_level_range(self, store: Store) -> None:
+        """One level's stored hashes in a range, by index; the rest are absent."""
+        fill(store, 64)
+
+        assert store.level(0, 60, 70) == {i: digest((0, i)) for i in range(60, 64)}
+        assert store.level(3, 2, 5) == {i: digest((3, i)) for i in range(2, 5)}
+        assert store.level(7, 0, 1) == {}
+        assert store.level(1, 5, 5) == {}
+
 
 class TestCheckpoints:
     def test_ascending(self, store: Store) -> None:
