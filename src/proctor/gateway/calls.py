@@ -55,7 +55,7 @@ def classified_call(
         resource=classified.resource,
         context=dict(classified.context),
         request=request,
-        digest=request_digest(method, service.name, target, body.digest),
+        digest=request_digest(method, service.name, target, body.digest, headers),
         credential=service.credential.secret if service.credential else None,
         approval=meta.approval,
         note=meta.note,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote, unquote_to_bytes
 
@@ -31,6 +31,8 @@ RECORD_LIMIT = 8 * 1024
 """Bodies up to this many bytes are recorded in full; larger ones by digest."""
 
 EMPTY_DIGEST = hashlib.sha256(b"").hexdigest()
+TRACE_CONTEXT = frozenset({"traceparent", "tracestate", "baggage"})
+"""W3C trace context headers: each attempt at a call may carry its own."""
 
 # RFC 3986 §3.3 pchar, less ";" (matrix parameters to some servers) and "+" (a
 # space to others): both go out percent-encoded so no upstream reads them specially.
@@ -170,18 +172,31 @@ def parse_json(raw: bytes) -> object:
     return value
 
 
-def request_digest(method: str, service: str, target: Target, body_digest: str) -> str:
+def request_digest(
+    method: str,
+    service: str,
+    target: Target,
+    body_digest: str,
+    headers: Mapping[str, str],
+) -> str:
     """Return the SHA-256 hex binding an approval to one exact request.
 
     Over the RFC 8785 canonical JSON of method, service, path, the query pairs in
-    sorted order and the body's digest: two requests the upstream would read alike
-    share it, any other difference changes it.
+    sorted order, the headers forwarded (names in lower case) and the body's
+    digest: two requests the upstream would read alike share it, any other
+    difference changes it. Trace context is left out, since a retry carries a
+    trace of its own.
     """
     document = {
         "method": method,
         "service": service,
         "path": target.wire_path,
         "query": [list(pair) for pair in sorted(target.query)],
+        "headers": {
+            name.lower(): value
+            for name, value in headers.items()
+            if name.lower() not in TRACE_CONTEXT
+        },
         "body": body_digest,
     }
 

@@ -325,6 +325,28 @@ class TestApprovals:
         assert other.status_code == 409
         assert gateway.finance.data()["payments"] == []
 
+    def test_approval_binds_the_headers_too(self, gateway: Gateway) -> None:
+        """A header added after approval makes another request; a new trace does
+        not, and the exact retry then goes through once."""
+        payment = {"amount": 12_000, "vendor": "acme"}
+        with gateway.agent() as agent:
+            held = agent.post("finance/payments", json=payment)
+            approval = held.json()["approval"]
+            gateway.runtime.service.grant(approval, gateway.controller, "checked")
+            retry = {"Proctor-Approval": approval}
+            extra = agent.post(
+                "finance/payments", json=payment, headers={**retry, "X-Extra": "1"}
+            )
+            traced = agent.post(
+                "finance/payments",
+                json=payment,
+                headers={**retry, "traceparent": TRACEPARENT},
+            )
+
+        assert extra.status_code == 409
+        assert traced.status_code == 201
+        assert len(gateway.finance.data()["payments"]) == 1
+
     def test_call_held_open_until_approved(self, gateway: Gateway) -> None:
         """With Prefer: wait=N the call waits and goes through once approved."""
         answers: list[httpx.Response] = []

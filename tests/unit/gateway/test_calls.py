@@ -79,7 +79,9 @@ class TestClassifiedCall:
             "body": {"amount": 5},
         }
         assert call.credential == "finance-key"
-        assert call.digest == request_digest("POST", "finance", target, sent.digest)
+        assert call.digest == request_digest(
+            "POST", "finance", target, sent.digest, {"accept": "*/*"}
+        )
         assert (call.approval, call.note, call.tool_call) == ("apr_1", "due", "call_1")
 
     def test_unmapped_request_records_why(self) -> None:

@@ -318,9 +318,20 @@ class TestOtherBodies:
 
 class TestRequestDigest:
     def digest(
-        self, raw_path: bytes, raw_query: bytes = b"", *, method: str = "POST"
+        self,
+        raw_path: bytes,
+        raw_query: bytes = b"",
+        *,
+        method: str = "POST",
+        headers: dict[str, str] | None = None,
     ) -> str:
-        return request_digest(method, "finance", target(raw_path, raw_query), "b" * 64)
+        return request_digest(
+            method,
+            "finance",
+            target(raw_path, raw_query),
+            "b" * 64,
+            {"accept": "application/json"} if headers is None else headers,
+        )
 
     def test_query_order_does_not_matter(self) -> None:
         """Reordered query pairs are the same request."""
@@ -340,12 +351,29 @@ class TestRequestDigest:
             self.digest(b"/http/finance/q", b"a=1"),
             self.digest(b"/http/finance/p", b"a=2"),
             request_digest(
-                "POST", "other", target(b"/http/finance/p", b"a=1"), "b" * 64
+                "POST", "other", target(b"/http/finance/p", b"a=1"), "b" * 64, {}
             ),
             request_digest(
-                "POST", "finance", target(b"/http/finance/p", b"a=1"), "c" * 64
+                "POST", "finance", target(b"/http/finance/p", b"a=1"), "c" * 64, {}
             ),
+            self.digest(b"/http/finance/p", b"a=1", headers={"x-extra": "sneaky"}),
         }
 
         assert base not in others
-        assert len(others) == 5
+        assert len(others) == 6
+
+    def test_trace_context_does_not_count(self) -> None:
+        """A retry's own trace context is the same request; any other header is not."""
+        plain = {"accept": "application/json"}
+        traced = {
+            **plain,
+            "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "tracestate": "vendor=1",
+        }
+
+        assert self.digest(b"/http/finance/p", headers=traced) == self.digest(
+            b"/http/finance/p", headers=plain
+        )
+        assert self.digest(b"/http/finance/p", headers=plain) != self.digest(
+            b"/http/finance/p", headers={**plain, "idempotency-key": "k1"}
+        )
