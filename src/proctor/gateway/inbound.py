@@ -31,8 +31,9 @@ RECORD_LIMIT = 8 * 1024
 """Bodies up to this many bytes are recorded in full; larger ones by digest."""
 
 EMPTY_DIGEST = hashlib.sha256(b"").hexdigest()
-TRACE_CONTEXT = frozenset({"traceparent", "tracestate", "baggage"})
-"""W3C trace context headers: each attempt at a call may carry its own."""
+UNBOUND_HEADERS = frozenset({"traceparent", "tracestate", "baggage", "prefer"})
+"""Headers a retry may change: its own W3C trace context, and ``Prefer``, whose
+``wait=`` asks Proctor how long to hold the call."""
 
 # RFC 3986 §3.3 pchar, less ";" (matrix parameters to some servers) and "+" (a
 # space to others): both go out percent-encoded so no upstream reads them specially.
@@ -184,8 +185,7 @@ def request_digest(
     Over the RFC 8785 canonical JSON of method, service, path, the query pairs in
     sorted order, the headers forwarded (names in lower case) and the body's
     digest: two requests the upstream would read alike share it, any other
-    difference changes it. Trace context is left out, since a retry carries a
-    trace of its own.
+    difference changes it. ``UNBOUND_HEADERS`` are left out.
     """
     document = {
         "method": method,
@@ -195,7 +195,7 @@ def request_digest(
         "headers": {
             name.lower(): value
             for name, value in headers.items()
-            if name.lower() not in TRACE_CONTEXT
+            if name.lower() not in UNBOUND_HEADERS
         },
         "body": body_digest,
     }

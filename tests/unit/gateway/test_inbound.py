@@ -362,13 +362,15 @@ class TestRequestDigest:
         assert base not in others
         assert len(others) == 6
 
-    def test_trace_context_does_not_count(self) -> None:
-        """A retry's own trace context is the same request; any other header is not."""
+    def test_trace_context_and_prefer_do_not_count(self) -> None:
+        """A retry's own trace context and wait are the same request; any other
+        header is not."""
         plain = {"accept": "application/json"}
         traced = {
             **plain,
             "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             "tracestate": "vendor=1",
+            "prefer": "wait=30",
         }
 
         assert self.digest(b"/http/finance/p", headers=traced) == self.digest(
