@@ -83,6 +83,7 @@ class _Walk:
         self.watch, self.watched_root = watch, merkle.EMPTY_ROOT
         self.previous: Checkpoint | None = None
         self.checked = 0
+        self.completed: list[tuple[int, int, bytes]] = []
 
     def run(self) -> None:
         pending = self.store.checkpoints()
@@ -90,22 +91,16 @@ class _Walk:
         while stored is not None and stored.size == 0:
             self.check(stored)
             stored = next(pending, None)
-        completed: list[tuple[int, int, bytes]] = []
         for position, data in _stream(self.store):
             _check_index(position, data)
-            completed.extend(self.edge.append(merkle.leaf_hash(data)))
-            if len(completed) >= 2 * CHUNK:
-                self.check_nodes(completed)
-                completed.clear()
+            self.completed.extend(self.edge.append(merkle.leaf_hash(data)))
             if self.edge.size == self.watch:
                 self.watched_root = self.edge.root()
             while stored is not None and stored.size == self.edge.size:
-                # The hashes come first: they name a wrong one precisely.
-                self.check_nodes(completed)
-                completed.clear()
                 self.check(stored)
                 stored = next(pending, None)
-        self.check_nodes(completed)
+            if len(self.completed) >= 2 * CHUNK:
+                self.check_nodes()
         if stored is not None:
             raise VerifyError(
                 f"checkpoint at size {stored.size} but the ledger holds only "
@@ -114,6 +109,7 @@ class _Walk:
                 checkpoint=stored.size,
             )
         self.check_tail()
+        self.check_nodes()
 
     def check(self, stored: StoredCheckpoint) -> None:
         checkpoint = _open(stored.note, self.verifiers, self.origin, stored.size)
@@ -139,6 +135,8 @@ class _Walk:
                 index=index,
                 checkpoint=checkpoint.size,
             )
+        # The entries hold what was signed; now the hashes stored beside them.
+        self.check_nodes()
         if self.previous is not None and self.previous.size > 0:
             self.check_served_proof(self.previous, checkpoint)
         self.previous = checkpoint
@@ -159,12 +157,14 @@ class _Walk:
                 checkpoint=new.size,
             ) from exc
 
-    def check_nodes(self, completed: list[tuple[int, int, bytes]]) -> None:
-        """Compare stored subtree hashes with those recomputed from the entries.
+    def check_nodes(self) -> None:
+        """Compare the stored hashes of the subtrees completed since the last check
+        with those recomputed from the entries.
 
-        The nodes completed by a run of entries make one index range per level,
+        The subtrees completed by a run of entries make one index range per level,
         so each level is read in one range.
         """
+        completed, self.completed = self.completed, []
         ranges: dict[int, tuple[int, int]] = {}
         for level, index, _ in completed:
             low, high = ranges.get(level, (index, index))
@@ -177,15 +177,16 @@ class _Walk:
             found = stored[level].get(index)
             if found == digest:
                 continue
+            if level == 0:
+                raise VerifyError(
+                    f"entry {index} does not match its stored leaf hash", index=index
+                )
             first, end = index << level, (index + 1) << level
-            entry = _first_changed(self.store, first, end)
             what = "missing" if found is None else "wrong"
-            named = f"entries [{first}, {end})" if entry is None else f"entry {entry}"
             raise VerifyError(
-                f"{named}: the stored hash of entries [{first}, {end}) (level "
-                f"{level}, index {index}) is {what}, so proofs served from it would "
-                "not verify",
-                index=first if entry is None else entry,
+                f"entries [{first}, {end}): their stored hash (level {level}, index "
+                f"{index}) is {what}, so proofs served from it would not verify",
+                index=first,
             )
 
     def check_tail(self) -> None:
