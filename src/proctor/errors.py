@@ -81,7 +81,15 @@ class PolicyError(ProctorError):
 
 
 class TokenError(ProctorError):
-    """A task token is missing, malformed, expired, revoked or for someone else."""
+    """A task token is missing, malformed, expired, revoked or for someone else.
+
+    ``claims`` are the token's own when its signature held and only its use now is
+    refused (expired, revoked, its task ended), so the refusal can name the task.
+    """
+
+    def __init__(self, message: str, *, claims: object = None) -> None:
+        super().__init__(message)
+        self.claims = claims
 
 
 class AuthError(ProctorError):

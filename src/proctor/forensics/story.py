@@ -438,6 +438,14 @@ def _describe_completed(entry: Entry, _: Mapping[str, Sequence[Signoff]]) -> Des
     return OUTCOME, summary, (decision,)
 
 
+def _describe_refused(entry: Entry, _: Mapping[str, Sequence[Signoff]]) -> Described:
+    request = entry.get("request")
+    seen = request if isinstance(request, Mapping) else {}
+    call = " ".join(str(seen[key]) for key in ("method", "path") if seen.get(key))
+    summary = f"refused {call or entry.get('target')}: {_text(entry.get('reason'))}"
+    return DENY, summary, ()
+
+
 def _describe_other(entry: Entry, _: Mapping[str, Sequence[Signoff]]) -> Described:
     fields = {
         key: value
@@ -463,6 +471,7 @@ _DESCRIBE = {
     kinds.APPROVAL_DENIED: _describe_answer,
     kinds.BREACH: _describe_breach,
     kinds.CALL_COMPLETED: _describe_completed,
+    kinds.AUTH_REFUSED: _describe_refused,
 }
 
 

@@ -139,17 +139,19 @@ class Pipeline:
         request: Mapping[str, object],
     ) -> TaskClaims | Verdict:
         """Check the task token; a refusal is recorded and answered with 401."""
+        signed: TaskClaims | None = None
         if token:
             try:
                 claims, _ = self.service.authenticate(token)
             except TokenError as exc:
                 reason = str(exc)
+                signed = exc.claims if isinstance(exc.claims, TaskClaims) else None
             else:
                 return claims
         else:
             reason = "no task token: send Authorization: Bearer <task token>"
 
-        return await self._refuse_caller(door, target, request, reason)
+        return await self._refuse_caller(door, target, request, reason, claims=signed)
 
     async def authorize(
         self, claims: TaskClaims, call: Call, *, wait: float = 0.0
@@ -246,7 +248,7 @@ class Pipeline:
         if state is not TaskState.ACTIVE:
             reason = f"task {task.id} is {state}"
             return await self._refuse_caller(
-                call.door, call.target, call.request, reason
+                call.door, call.target, call.request, reason, claims=claims
             )
         approval, problem = self._approval_for(task, call)
         if problem is not None:
@@ -331,19 +333,32 @@ class Pipeline:
     # Recording
 
     async def _refuse_caller(
-        self, door: str, target: str, request: Mapping[str, object], reason: str
+        self,
+        door: str,
+        target: str,
+        request: Mapping[str, object],
+        reason: str,
+        *,
+        claims: TaskClaims | None = None,
     ) -> Verdict:
-        """Record a caller refused before any decision; answer 401 (503 unrecorded)."""
-        fields = {
+        """Record a caller refused before any decision; answer 401 (503 unrecorded).
+
+        A token that was genuine but may not be used now (``claims``) names its
+        task, agent and user, so the attempt shows in the task's trace.
+        """
+        fields: dict[str, Any] = {
             "door": door,
             "target": target,
             "reason": reason,
             "request": self.scrub(dict(request)),
         }
+        if claims is not None:
+            fields |= {"task": claims.task, "agent": claims.agent, "user": claims.user}
         entry = await self._record(kinds.AUTH_REFUSED, fields)
         status = 401 if entry is not None else 503
+        task = claims.task if claims is not None else None
 
-        return Verdict(False, status, entry, "unauthenticated", reason)
+        return Verdict(False, status, entry, "unauthenticated", reason, task=task)
 
     async def _record_decision(
         self, task: Task, call: Call, decision: Decision, approval: Approval | None

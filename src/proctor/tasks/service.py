@@ -275,9 +275,11 @@ class TaskService:
         claims = self._verifier.verify(token)
         task = self.authority.task(claims.task)
         if task is None:
-            raise TokenError(f"token names unknown task {claims.task!r}")
+            raise TokenError(f"token names unknown task {claims.task!r}", claims=claims)
         if (claims.agent, claims.user) != (task.agent, task.user):
-            raise TokenError(f"token does not match task {task.id}'s agent and user")
+            raise TokenError(
+                f"token does not match task {task.id}'s agent and user", claims=claims
+            )
         return claims, task
 
     def revocation_reason(self, jti: str, task_id: str) -> str | None:

@@ -182,11 +182,14 @@ class TokenVerifier:
             claims = self._verify_signed(token)
             self._remember(token, claims)
         elif claims.expires <= self._clock() - self._leeway:
-            raise TokenError(f"token expired at {claims.expires.isoformat()}")
+            raise TokenError(
+                f"token expired at {claims.expires.isoformat()}", claims=claims
+            )
         reason = self._is_revoked(claims.jti, claims.task)
         if reason is not None:
             raise TokenError(
-                f"token {claims.jti} for task {claims.task} is revoked: {reason}"
+                f"token {claims.jti} for task {claims.task} is revoked: {reason}",
+                claims=claims,
             )
         return claims
 

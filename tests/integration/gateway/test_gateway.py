@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from proctor import kinds
+from proctor.forensics import Forensics
 from proctor.gateway.routes import MALFORMED, UNMAPPED
 from proctor.home import Home, init
 from proctor.ledger import entries
@@ -419,6 +420,29 @@ class TestRefusals:
             TaskState.QUARANTINED
         )
         assert len(gateway.finance.data()["vendors"]) == 2
+
+    def test_call_after_quarantine_names_its_task(self, gateway: Gateway) -> None:
+        """A refused call with the quarantined task's genuine token is recorded
+        under that task, so the task's story shows what was tried after."""
+        with gateway.agent() as agent:
+            agent.post("finance/vendors", json={"name": "mallory-holdings"})
+            after = agent.get("finance/invoices/inv-1")
+        refused = gateway.entry(after.headers["proctor-entry"])
+
+        assert after.status_code == 401
+        assert refused["type"] == kinds.AUTH_REFUSED
+        assert refused["task"] == gateway.task.id
+        assert refused["agent"] == gateway.task.agent
+        assert refused["user"] == gateway.task.user
+        assert "quarantined" in refused["reason"]
+        with Forensics.open(gateway.runtime.home) as forensics:
+            last = forensics.trace(gateway.task.id).events[-1]
+        assert (last.index, last.type, last.tone) == (
+            refused["index"],
+            kinds.AUTH_REFUSED,
+            "deny",
+        )
+        assert last.summary.startswith("refused GET /http/finance/invoices/inv-1")
 
     def test_missing_token_is_refused_and_recorded(self, gateway: Gateway) -> None:
         """No token: 401 and an auth.refused entry, named by Proctor-Entry."""
