@@ -417,6 +417,31 @@ class TestTiles:
         assert result.code == 1
         assert f"entry {ENTRIES - 1}" in result.err
 
+    def test_key_may_be_the_file_init_wrote(
+        self, filled: Home, cli: Cli, tmp_path: Path
+    ) -> None:
+        """--key takes the home's log.vkey file as well as the key it holds."""
+        folder = tmp_path / "tiles"
+        cli("export", "--out", str(folder), "--home", str(filled.path))
+        result = cli("verify", "--tiles", str(folder), "--key", str(filled.log_vkey))
+
+        assert result.code == 0, result.err
+        assert f"OK: {ENTRIES} entries" in result.out
+
+    def test_bad_key_or_folder_is_bad_usage(
+        self, filled: Home, cli: Cli, tmp_path: Path
+    ) -> None:
+        """A key that is no verifier key, or a folder that is not there, exits 2."""
+        folder = tmp_path / "tiles"
+        cli("export", "--out", str(folder), "--home", str(filled.path))
+        key = filled.log_vkey.read_text().strip()
+        bad_key = cli("verify", "--tiles", str(folder), "--key", "not-a-key")
+        no_folder = cli("verify", "--tiles", str(tmp_path / "none"), "--key", key)
+
+        assert (bad_key.code, no_folder.code) == (2, 2)
+        assert bad_key.err.startswith("proctor: --key: ")
+        assert "is not a folder" in no_folder.err
+
     def test_foreign_tessera_log(self, vectors: Path, cli: Cli) -> None:
         """The tiled log written by another implementation verifies from the CLI."""
         keys = json.loads((vectors / "notes" / "keys.json").read_text())

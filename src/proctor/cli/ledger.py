@@ -13,7 +13,7 @@ import typer
 from rich.markup import escape
 
 from proctor.cli.common import HomeOption, JsonOption, emit_json, err, locate, out
-from proctor.errors import ConfigError, VerifyError
+from proctor.errors import ConfigError, NoteError, VerifyError
 from proctor.ledger import entries, merkle, proofs
 from proctor.ledger.checkpoint import open_checkpoint
 from proctor.ledger.note import Verifier
@@ -43,7 +43,11 @@ def verify_command(
         Path | None, typer.Option(help="Verify a tlog-tiles folder instead of a home.")
     ] = None,
     key: Annotated[
-        str | None, typer.Option(help="Verifier key (name+hash+base64) for --tiles.")
+        str | None,
+        typer.Option(
+            help="Verifier key (name+hash+base64), or a file holding it such as a "
+            "home's log.vkey; needed with --tiles."
+        ),
     ] = None,
     trusted_checkpoint: Annotated[
         Path | None,
@@ -90,7 +94,7 @@ def _verify_home(
     path: Path | None, key: str | None, trusted: bytes | None
 ) -> dict[str, Any]:
     home = locate(path)
-    verifier = Verifier.from_key_string(key) if key else home.verifier()
+    verifier = _verifier(key) if key else home.verifier()
     with closing(home.open_store()) as store:
         report = verify_ledger(
             store, [verifier], origin=home.config().ledger.origin, trusted=trusted
@@ -99,12 +103,24 @@ def _verify_home(
     return _summary(report)
 
 
+def _verifier(key: str) -> Verifier:
+    # No verifier key is also the name of a file, so a name that is one is read.
+    path = Path(key)
+    text = path.read_text(encoding="utf-8").strip() if path.is_file() else key
+    try:
+        return Verifier.from_key_string(text)
+    except NoteError as exc:
+        raise ConfigError(f"--key: {exc}") from exc
+
+
 def _verify_tiles(
     folder: Path, key: str | None, trusted: bytes | None
 ) -> dict[str, Any]:
     if not key:
         raise ConfigError("--tiles needs --key with the log's verifier key")
-    verifiers = [Verifier.from_key_string(key)]
+    if not folder.is_dir():
+        raise ConfigError(f"--tiles {folder} is not a folder")
+    verifiers = [_verifier(key)]
     checkpoint = verify_tiles(folder, verifiers)
     trusted_size = None
     if trusted is not None:
