@@ -57,6 +57,17 @@ def corrupt_leaf(home: Home, index: int) -> None:
         db.execute(f"UPDATE {nodes} SET hash = decode(repeat('00', 32), 'hex') {where}")
 
 
+def edit_index(home: Home, statement: str) -> None:
+    """Run SQL on the entry index table as anyone with write access could."""
+    ledger = home.config().ledger
+    if ledger.database_url is None:
+        with sqlite3.connect(home.ledger_db) as db:
+            db.execute(statement.format(table=TABLE))
+        return
+    with psycopg.connect(ledger.database_url, autocommit=True) as db:
+        db.execute(statement.format(table=f'"{ledger.database_schema}".{TABLE}'))
+
+
 def call(action: str, context: dict[str, Any], *, approval: str | None = None) -> Call:
     resource = (
         'Payments::Invoice::"inv-1"' if action == READ else 'Payments::Account::"ops"'
@@ -356,6 +367,28 @@ class TestCommands:
         assert sound.code == 0
         assert broken.code == 1
         assert "NOT proven" in broken.out
+
+    def test_verify_checks_the_entry_index(self, story: Story, cli: Cli) -> None:
+        """An index row hidden or changed, so that a search would miss a breach,
+        fails `proctor verify`, naming the entry; a sound index is reported."""
+        home = str(story.home.path)
+        cli("breaches", "--home", home)
+        sound = cli("verify", "--home", home)
+        edit_index(story.home, f"DELETE FROM {{table}} WHERE idx = {story.breach}")
+        hidden = cli("verify", "--home", home)
+        cli("reindex", "--home", home)
+        edit_index(
+            story.home,
+            f"UPDATE {{table}} SET outcome = 'allow' WHERE idx = {story.refused}",
+        )
+        changed = cli("verify", "--home", home)
+
+        assert sound.code == 0
+        assert "the entry index agrees" in sound.err
+        assert hidden.code == 1
+        assert f"row for entry {story.breach} is missing" in hidden.err
+        assert changed.code == 1
+        assert f"row for entry {story.refused} was changed (outcome)" in changed.err
 
     def test_trace_unknown_task_fails(self, story: Story, cli: Cli) -> None:
         """Tracing a task no entry names exits 1 and says so."""

@@ -14,6 +14,7 @@ from rich.markup import escape
 
 from proctor.cli.common import HomeOption, JsonOption, emit_json, err, locate, out
 from proctor.errors import ConfigError, NoteError, VerifyError
+from proctor.forensics.index import check_index
 from proctor.ledger import entries, merkle, proofs
 from proctor.ledger.checkpoint import open_checkpoint
 from proctor.ledger.note import Verifier
@@ -87,6 +88,11 @@ def verify_command(
             if result["trusted_size"] is not None
             else ""
         )
+        + (
+            f"; the entry index agrees on {result['indexed']} entries"
+            if result.get("indexed") is not None
+            else ""
+        )
     )
 
 
@@ -99,8 +105,9 @@ def _verify_home(
         report = verify_ledger(
             store, [verifier], origin=home.config().ledger.origin, trusted=trusted
         )
+        indexed = check_index(store)
 
-    return _summary(report)
+    return {**_summary(report), "indexed": indexed}
 
 
 def _verifier(key: str) -> Verifier:

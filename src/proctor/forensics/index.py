@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
 from proctor import kinds
-from proctor.errors import StoreError
+from proctor.errors import StoreError, VerifyError
 from proctor.ledger import entries
 from proctor.storage.interface import ProjectionStore, ProjectionWriter, Store
 
@@ -402,6 +402,52 @@ class Index:
             tx.execute(f"UPDATE {self._state} SET indexed = 1")  # noqa: S608
         self._indexed = True
 
+    # Checking.
+
+    def exists(self) -> bool:
+        """Tell whether this database holds an entry index of this version."""
+        return self._read_state() is not None
+
+    def check(self, store: Store) -> int:
+        """Compare every row with the one its entry gives; return how many agree.
+
+        The index is a projection that anyone able to write the database could
+        edit, and searches answer from it, so a verification covers it too.
+        Raises VerifyError naming the first entry whose row is missing, changed or
+        extra.
+        """
+        applied = self.applied()
+        if applied > store.size():
+            raise VerifyError(
+                f"the entry index claims {applied} entries; the ledger holds "
+                f"{store.size()}",
+                index=store.size(),
+            )
+        floor = 0
+        for start in range(0, applied, CHUNK):
+            end = min(applied, start + CHUNK)
+            stored = self._rows(start, end)
+            for data in store.entries(start, end):
+                entry = entries.decode(data)
+                index = int(entry["index"])
+                _compare(index, index_row(entry, floor), stored.pop(index, None))
+                floor = max(floor, micros(str(entry["time"])))
+            _refuse_extra(stored)
+        _refuse_extra(self._rows(applied, None))
+
+        return applied
+
+    def _rows(self, start: int, end: int | None) -> dict[int, tuple[object, ...]]:
+        m = self.marker
+        bound: list[object] = [start]
+        clause = f"idx >= {m}"
+        if end is not None:
+            clause += f" AND idx < {m}"
+            bound.append(end)
+        statement = f"SELECT {', '.join(COLUMNS)} FROM {self._table} WHERE {clause}"  # noqa: S608
+
+        return {int(row[0]): tuple(row) for row in self.sql.query(statement, bound)}
+
     # Reading.
 
     def select(
@@ -534,6 +580,44 @@ class Index:
         statement = f"SELECT action FROM {self._actions_table} ORDER BY action"  # noqa: S608
 
         return [str(row[0]) for row in self.sql.query(statement)]
+
+
+def check_index(store: Store) -> int | None:
+    """Check the entry index of ``store`` when one was built (see Index.check);
+    return how many rows agree, or None when there is none. Raises VerifyError."""
+    if not isinstance(store, HasProjections):
+        return None
+    index = Index(store.projections())
+    if not index.exists():
+        return None
+
+    return index.check(store)
+
+
+def _compare(
+    index: int, expected: tuple[object, ...], found: tuple[object, ...] | None
+) -> None:
+    if found == expected:
+        return
+    if found is None:
+        problem = "is missing, so searches cannot find that entry"
+    else:
+        changed = [
+            column
+            for column, want, have in zip(COLUMNS, expected, found, strict=True)
+            if want != have
+        ]
+        problem = f"was changed ({', '.join(changed)}), so searches misreport it"
+    raise VerifyError(f"the entry index's row for entry {index} {problem}", index=index)
+
+
+def _refuse_extra(rows: Mapping[int, tuple[object, ...]]) -> None:
+    if rows:
+        index = min(rows)
+        raise VerifyError(
+            f"the entry index holds a row for entry {index} that no entry gives",
+            index=index,
+        )
 
 
 def _parts(values: Sequence[Any]) -> list[list[Any]]:

@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 
 from proctor.errors import ProctorError, VerifyError
+from proctor.forensics.index import check_index
 from proctor.home import Home
 from proctor.ledger.verify import Report, verify_ledger
 from proctor.storage.interface import Store
@@ -168,6 +169,8 @@ def verify_store(home: Home, store: Store) -> Verification:
     try:
         verifier, origin = home.verifier(), home.config().ledger.origin
         report = verify_ledger(store, [verifier], origin=origin)
+        # Searches answer from the entry index: it must agree with the entries too.
+        check_index(store)
     except VerifyError as exc:
         return Verification(
             FAILED, size, _now(), _since(started), str(exc), index=exc.index
