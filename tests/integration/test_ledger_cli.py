@@ -381,6 +381,16 @@ def _root(home: Home, size: int) -> bytes:
     return merkle.root(leaves)
 
 
+@pytest.fixture
+def tiles(filled: Home, cli: Cli, tmp_path: Path) -> Path:
+    """The filled home's ledger exported as a tlog-tiles folder."""
+    folder = tmp_path / "tiles"
+    exported = cli("export", "--out", str(folder), "--home", str(filled.path))
+    assert exported.code == 0, exported.err
+
+    return folder
+
+
 class TestTiles:
     def test_export_then_verify(self, filled: Home, cli: Cli, tmp_path: Path) -> None:
         """An exported tlog-tiles folder verifies with the home's verifier key."""
@@ -402,40 +412,34 @@ class TestTiles:
         assert f"OK: {ENTRIES} entries" in result.out
 
     def test_tampered_bundle_is_named(
-        self, filled: Home, cli: Cli, tmp_path: Path
+        self, filled: Home, cli: Cli, tiles: Path
     ) -> None:
         """A changed byte in an exported entry bundle fails, naming the entry."""
-        folder = tmp_path / "tiles"
-        cli("export", "--out", str(folder), "--home", str(filled.path))
-        bundle = next((folder / "tile" / "entries").rglob("*[0-9]"))
+        bundle = next((tiles / "tile" / "entries").rglob("*[0-9]"))
         data = bytearray(bundle.read_bytes())
         data[-3] ^= 0x01
         bundle.write_bytes(bytes(data))
         key = filled.log_vkey.read_text().strip()
-        result = cli("verify", "--tiles", str(folder), "--key", key)
+        result = cli("verify", "--tiles", str(tiles), "--key", key)
 
         assert result.code == 1
         assert f"entry {ENTRIES - 1}" in result.err
 
     def test_key_may_be_the_file_init_wrote(
-        self, filled: Home, cli: Cli, tmp_path: Path
+        self, filled: Home, cli: Cli, tiles: Path
     ) -> None:
         """--key takes the home's log.vkey file as well as the key it holds."""
-        folder = tmp_path / "tiles"
-        cli("export", "--out", str(folder), "--home", str(filled.path))
-        result = cli("verify", "--tiles", str(folder), "--key", str(filled.log_vkey))
+        result = cli("verify", "--tiles", str(tiles), "--key", str(filled.log_vkey))
 
         assert result.code == 0, result.err
         assert f"OK: {ENTRIES} entries" in result.out
 
     def test_bad_key_or_folder_is_bad_usage(
-        self, filled: Home, cli: Cli, tmp_path: Path
+        self, filled: Home, cli: Cli, tiles: Path, tmp_path: Path
     ) -> None:
         """A key that is no verifier key, or a folder that is not there, exits 2."""
-        folder = tmp_path / "tiles"
-        cli("export", "--out", str(folder), "--home", str(filled.path))
         key = filled.log_vkey.read_text().strip()
-        bad_key = cli("verify", "--tiles", str(folder), "--key", "not-a-key")
+        bad_key = cli("verify", "--tiles", str(tiles), "--key", "not-a-key")
         no_folder = cli("verify", "--tiles", str(tmp_path / "none"), "--key", key)
 
         assert (bad_key.code, no_folder.code) == (2, 2)

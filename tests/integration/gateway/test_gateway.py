@@ -290,6 +290,15 @@ class TestInjection:
         assert "[redacted" in decision["request"]["path"]
 
 
+def granted(gateway: Gateway, agent: httpx.Client, payment: dict[str, Any]) -> str:
+    """Send a payment that is held, have the controller grant it, return its id."""
+    held = agent.post("finance/payments", json=payment)
+    approval: str = held.json()["approval"]
+    gateway.runtime.service.grant(approval, gateway.controller, "checked")
+
+    return approval
+
+
 class TestApprovals:
     def test_large_payment_waits_then_goes_once(self, gateway: Gateway) -> None:
         """Over 10,000: 428 with an approval id; once granted it goes exactly once."""
@@ -312,11 +321,7 @@ class TestApprovals:
     def test_approval_binds_the_exact_request(self, gateway: Gateway) -> None:
         """An approval for 12,000 does not release a payment of 45,000."""
         with gateway.agent() as agent:
-            held = agent.post(
-                "finance/payments", json={"amount": 12_000, "vendor": "acme"}
-            )
-            approval = held.json()["approval"]
-            gateway.runtime.service.grant(approval, gateway.controller, "checked")
+            approval = granted(gateway, agent, {"amount": 12_000, "vendor": "acme"})
             other = agent.post(
                 "finance/payments",
                 json={"amount": 45_000, "vendor": "acme"},
@@ -331,10 +336,7 @@ class TestApprovals:
         not, and the exact retry then goes through once."""
         payment = {"amount": 12_000, "vendor": "acme"}
         with gateway.agent() as agent:
-            held = agent.post("finance/payments", json=payment)
-            approval = held.json()["approval"]
-            gateway.runtime.service.grant(approval, gateway.controller, "checked")
-            retry = {"Proctor-Approval": approval}
+            retry = {"Proctor-Approval": granted(gateway, agent, payment)}
             extra = agent.post(
                 "finance/payments", json=payment, headers={**retry, "X-Extra": "1"}
             )
