@@ -369,8 +369,9 @@ class TestCommands:
         assert "NOT proven" in broken.out
 
     def test_verify_checks_the_entry_index(self, story: Story, cli: Cli) -> None:
-        """An index row hidden or changed, so that a search would miss a breach,
-        fails `proctor verify`, naming the entry; a sound index is reported."""
+        """An index row hidden, changed or invented, so that a search would miss or
+        make up a call, fails `proctor verify`, naming the entry; a sound index is
+        reported, and `proctor reindex` repairs an edited one."""
         home = str(story.home.path)
         cli("breaches", "--home", home)
         sound = cli("verify", "--home", home)
@@ -382,6 +383,15 @@ class TestCommands:
             f"UPDATE {{table}} SET outcome = 'allow' WHERE idx = {story.refused}",
         )
         changed = cli("verify", "--home", home)
+        cli("reindex", "--home", home)
+        edit_index(
+            story.home,
+            "INSERT INTO {table} (idx, time_us, type, breach) "
+            "VALUES (100000, 0, 'decision', 1)",
+        )
+        invented = cli("verify", "--home", home)
+        cli("reindex", "--home", home)
+        repaired = cli("verify", "--home", home)
 
         assert sound.code == 0
         assert "the entry index agrees" in sound.err
@@ -389,6 +399,9 @@ class TestCommands:
         assert f"row for entry {story.breach} is missing" in hidden.err
         assert changed.code == 1
         assert f"row for entry {story.refused} was changed (outcome)" in changed.err
+        assert invented.code == 1
+        assert "a row for entry 100000 that no entry gives" in invented.err
+        assert repaired.code == 0, "proctor reindex rebuilds the index"
 
     def test_trace_unknown_task_fails(self, story: Story, cli: Cli) -> None:
         """Tracing a task no entry names exits 1 and says so."""
