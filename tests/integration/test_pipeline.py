@@ -253,6 +253,41 @@ class TestApprovals:
         assert again.status == 409
         assert runtime.service.require_approval(approval).state is ApprovalState.USED
 
+    def test_two_processes_cannot_both_use_one_approval(
+        self, runtime: Runtime, task: Task, controller: Person
+    ) -> None:
+        """Two gateways on one ledger both see the approval granted; the one whose
+        decision the ledger holds first sends the call, the other refuses it."""
+        payment = {"amount": 12_000, "vendor": "acme"}
+        first = Agent(runtime, task)
+        held = first.send(PAY, payment)
+        assert held.approval is not None
+        runtime.service.grant(held.approval, controller, "invoice checked")
+        other = Runtime.open(runtime.home)
+        try:
+            second = Agent(other, task)
+            # The other gateway has read the grant but not yet the first's use.
+            claims = second.claims()
+            assert isinstance(claims, TaskClaims)
+            allowed = first.send(PAY, payment, approval=held.approval)
+            late = run(
+                second.pipeline.authorize(
+                    claims, call(PAY, payment, approval=held.approval)
+                )
+            )
+        finally:
+            other.close()
+        completed = entry(runtime, late.entry + 1)
+
+        assert allowed.allowed
+        assert (late.allowed, late.status) == (False, 409)
+        assert f"used first at entry {allowed.entry}" in late.reason
+        assert entry(runtime, late.entry)["outcome"] == "allow"
+        assert completed["type"] == kinds.CALL_COMPLETED
+        assert completed["decision"] == late.entry
+        assert completed["error"].startswith("not sent: ")
+        assert runtime.service.require_approval(held.approval).used == allowed.entry
+
     def test_approval_binds_the_exact_request(
         self, runtime: Runtime, task: Task, controller: Person
     ) -> None:

@@ -374,7 +374,7 @@ class Pipeline:
         if decision.outcome is Outcome.NEEDS_APPROVAL and approval_id:
             return await self._ask_approval(task, call, decision, entry, approval_id)
         if decision.outcome is Outcome.ALLOW:
-            return Verdict(
+            allowed = Verdict(
                 True,
                 200,
                 entry,
@@ -385,6 +385,9 @@ class Pipeline:
                 approval_id,
                 task=task.id,
             )
+            if approval is not None:
+                return await self._first_to_use(approval, allowed)
+            return allowed
         self._release(approval)
         breach = (
             await self._breach(task, call, decision, entry)
@@ -440,6 +443,40 @@ class Pipeline:
             if value:
                 fields[key] = str(self.scrub(value))
         return fields
+
+    async def _first_to_use(self, approval: Approval, allowed: Verdict) -> Verdict:
+        """Let the call go only if its decision is the approval's first use.
+
+        Another process sharing the ledger may have released the same call a
+        moment before: the ledger's order says whose decision came first.
+        """
+        authority = self.service.authority
+        authority.sync()
+        folded = authority.approval(approval.id)
+        first = folded.used if folded is not None else None
+        if first == allowed.entry:
+            return allowed
+        reason = f"approval {approval.id} was used first at entry {first}"
+        await self.complete(
+            allowed,
+            status=None,
+            size=0,
+            digest=None,
+            latency_us=0,
+            error=f"not sent: {reason}",
+        )
+
+        return Verdict(
+            False,
+            409,
+            allowed.entry,
+            "deny",
+            reason,
+            allowed.action,
+            allowed.policies,
+            approval.id,
+            task=allowed.task,
+        )
 
     async def _ask_approval(
         self, task: Task, call: Call, decision: Decision, entry: int, approval_id: str

@@ -253,9 +253,11 @@ def _decision(state: _Folded, index: int, entry: Mapping[str, Any]) -> None:
     approval_id = entry.get("approval")
     if approval_id and entry.get("outcome") == "allow":
         approval = state.approvals[approval_id]
-        state.approvals[approval_id] = replace(
-            approval, state=ApprovalState.USED, used=index
-        )
+        # Single use: the first allowing decision in the ledger's order holds it.
+        if approval.used is None:
+            state.approvals[approval_id] = replace(
+                approval, state=ApprovalState.USED, used=index
+            )
 
 
 def _approval_requested(state: _Folded, index: int, entry: Mapping[str, Any]) -> None:
