@@ -48,7 +48,7 @@ class Secrets:
         return self.redactor.scrub_text(text)
 
     def masking(self) -> Masking:
-        """A masker for one body going back to an agent (see Redactor.masking)."""
+        """A masker for one answer going back to an agent (see Redactor.masking)."""
         return self.redactor.masking()
 
 

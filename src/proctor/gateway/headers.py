@@ -207,9 +207,12 @@ def inbound_headers(
     dropped = _named_by_connection(pairs)
     kept: list[tuple[bytes, bytes]] = []
     for name, value in pairs:
-        if name in _HOP_BY_HOP or name in dropped or name.startswith(_PROCTOR):
-            continue
-        if name in _SET_BY_SERVER:
+        if (
+            name in _HOP_BY_HOP
+            or name in _SET_BY_SERVER
+            or name in dropped
+            or name.startswith(_PROCTOR)
+        ):
             continue
         kept.append((name, relocation.apply(value) if name == b"location" else value))
 

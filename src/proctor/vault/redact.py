@@ -25,7 +25,8 @@ import base64
 import bisect
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from urllib.parse import quote, quote_plus
 
 from proctor.errors import VaultError
@@ -147,7 +148,7 @@ class Redactor:
         self._bytes_markers = {
             form.encode(): marker.encode() for form, marker in self._markers.items()
         }
-        self._sorted_forms = sorted(self._bytes_markers)
+        self._masked_forms = MaskedForms.of(self._bytes, self._bytes_markers)
         self._refuse_self_matches(names)
 
     def scrub_text(self, text: str) -> str:
@@ -174,11 +175,7 @@ class Redactor:
 
     def masking(self) -> Masking:
         """Return a fresh masker for one answer on its way to an agent."""
-        return Masking(self._bytes, self._sorted_forms)
-
-    def mask(self, data: bytes) -> bytes:
-        """Return ``data`` with every secret's UTF-8 forms masked by ``*``."""
-        return self.masking().whole(data)
+        return Masking(self._masked_forms)
 
     def scrub_headers(self, headers: Mapping[str, str]) -> dict[str, str]:
         """Return a copy of ``headers`` with credential headers and values removed."""
@@ -260,6 +257,29 @@ class Redactor:
                 )
 
 
+@dataclass(frozen=True)
+class MaskedForms:
+    """What every masker of one redactor reads: the pattern of every form, the
+    forms sorted, the bytes they may begin with, and the longest one's length."""
+
+    pattern: re.Pattern[bytes] | None
+    sorted: tuple[bytes, ...]
+    firsts: frozenset[int]
+    longest: int
+
+    @classmethod
+    def of(
+        cls, pattern: re.Pattern[bytes] | None, forms: Iterable[bytes]
+    ) -> MaskedForms:
+        ordered = tuple(sorted(forms))
+        return cls(
+            pattern,
+            ordered,
+            frozenset(form[0] for form in ordered),
+            max(map(len, ordered), default=0),
+        )
+
+
 class Masking:
     """Masks secret values in one answer, keeping every length: its header values
     one by one (:meth:`whole`), then its body as it arrives in pieces.
@@ -270,14 +290,9 @@ class Masking:
     masked so far.
     """
 
-    def __init__(
-        self, pattern: re.Pattern[bytes] | None, forms: Sequence[bytes]
-    ) -> None:
-        """``forms`` are every form ``pattern`` finds, sorted."""
-        self._pattern = pattern
+    def __init__(self, forms: MaskedForms) -> None:
+        self._pattern = forms.pattern
         self._forms = forms
-        self._firsts = frozenset(form[0] for form in forms)
-        self._longest = max(map(len, forms), default=0)
         self._held = b""
         self.masked = 0
 
@@ -306,14 +321,15 @@ class Masking:
 
     def _unfinished(self, data: bytes) -> int:
         """Where the first form that could run past the end of ``data`` begins."""
-        for start in range(max(len(data) - self._longest, 0), len(data)):
-            if data[start] not in self._firsts:
+        ordered = self._forms.sorted
+        for start in range(max(len(data) - self._forms.longest, 0), len(data)):
+            if data[start] not in self._forms.firsts:
                 continue
             tail = data[start:]
             # The forms are sorted: the first one not below the tail starts with it
             # if any does.
-            place = bisect.bisect_left(self._forms, tail)
-            if place < len(self._forms) and self._forms[place].startswith(tail):
+            place = bisect.bisect_left(ordered, tail)
+            if place < len(ordered) and ordered[place].startswith(tail):
                 return start
 
         return len(data)

@@ -43,7 +43,7 @@ class TestWhole:
         """The raw value is replaced by as many stars as it has bytes."""
         body = json.dumps({"token": SECRET}).encode()
 
-        masked = Redactor([SECRET]).mask(body)
+        masked = Redactor([SECRET]).masking().whole(body)
 
         assert masked == json.dumps({"token": STARS.decode()}).encode()
 
@@ -51,7 +51,7 @@ class TestWhole:
         """Basic auth's base64 of user:value loses the value's characters."""
         header = b"Basic " + base64.b64encode(f"agent:{SECRET}".encode())
 
-        masked = Redactor([SECRET]).mask(header)
+        masked = Redactor([SECRET]).masking().whole(header)
 
         assert len(masked) == len(header)
         assert b"*" * 20 in masked
@@ -124,7 +124,7 @@ class TestProperties:
 
         out, masked = _streamed(redactor, _pieces(body, cuts))
 
-        assert out == redactor.mask(body)
+        assert out == redactor.masking().whole(body)
         assert len(out) == len(body)
         assert value.encode() not in out
         assert masked >= 1
