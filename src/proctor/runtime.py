@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from proctor.config import Config
+from proctor.errors import VaultError
 from proctor.files import Stamp, stamp
 from proctor.gateway.alerts import Alerts
 from proctor.gateway.pipeline import Pipeline
@@ -24,21 +25,25 @@ from proctor.vault import Masking, Redactor, Vault, load_master_key
 
 @dataclass
 class Secrets:
-    """The vault, with a redactor rebuilt whenever the vault file changes."""
+    """The vault, with a redactor and the latest values rebuilt whenever the vault
+    file changes: each use looks at the file once, and nothing is decrypted twice."""
 
     vault: Vault
     _stamp: Stamp | None = None
     _redactor: Redactor = field(default_factory=Redactor)
+    _latest: dict[str, str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def redactor(self) -> Redactor:
-        current = stamp(self.vault.path)
-        with self._lock:
-            if current != self._stamp:
-                self._redactor = Redactor(named=self.vault.named_values())
-                self._stamp = current
-            return self._redactor
+        return self._current()[0]
+
+    def get(self, name: str) -> str:
+        """Return the latest value of ``name`` for injection; raises VaultError."""
+        value = self._current()[1].get(name)
+        if value is None:
+            raise VaultError(f"no secret named {name[:80]!r} in the vault")
+        return value
 
     def scrub(self, value: object) -> object:
         """Remove every vault value, past or present, and every sensitive field."""
@@ -50,6 +55,17 @@ class Secrets:
     def masking(self) -> Masking:
         """A masker for one answer going back to an agent (see Redactor.masking)."""
         return self.redactor.masking()
+
+    def _current(self) -> tuple[Redactor, dict[str, str]]:
+        current = stamp(self.vault.path)
+        with self._lock:
+            if current != self._stamp:
+                # Versions come oldest first, so the last one of each name stays.
+                named = self.vault.named_values()
+                self._redactor = Redactor(named=named)
+                self._latest = dict(named)
+                self._stamp = current
+            return self._redactor, self._latest
 
 
 @dataclass
@@ -91,7 +107,7 @@ class Runtime:
     def pipeline(self) -> Pipeline:
         """The pipeline that both front doors share."""
         alerts = Alerts(self.config.authority.webhook)
-        return Pipeline(self.service, alerts=alerts, vault=self.secrets.vault)
+        return Pipeline(self.service, alerts=alerts, vault=self.secrets)
 
     def close(self) -> None:
         """Write what is queued, sign a last checkpoint and close the store."""

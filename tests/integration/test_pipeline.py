@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from proctor import kinds
-from proctor.errors import AuthError, PolicyError, StoreError, TaskError
+from proctor.errors import AuthError, PolicyError, StoreError, TaskError, VaultError
 from proctor.gateway.pipeline import UNMAPPED, Call, Pipeline, Verdict
 from proctor.home import Home
 from proctor.ledger import entries
@@ -25,6 +25,7 @@ from proctor.tasks.people import Person
 from proctor.tasks.service import ScopeText
 from proctor.tasks.state import ApprovalState, Authority, Task, TaskState
 from proctor.tasks.token import TaskClaims
+from proctor.vault import Vault, load_master_key
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets" / "policy"
 PAY = 'Payments::Action::"CreatePayment"'
@@ -444,6 +445,27 @@ class TestSecrets:
         everything = b"".join(runtime.ledger.store.entries())
         assert CANARY.encode() not in everything
         assert b"[redacted" in everything
+
+    def test_a_rotation_elsewhere_is_injected_and_removed(
+        self, runtime: Runtime
+    ) -> None:
+        """A value set by another process is what the next call injects; both the
+        old and the new value are removed from what is recorded."""
+        pipeline = runtime.pipeline()
+        assert pipeline.secret("finance-api-key") == CANARY
+        rotated = "rotated-5d1c9b7e-not-for-anyone"
+        Vault(runtime.home.vault, load_master_key(runtime.home.path)).set(
+            "finance-api-key", rotated
+        )
+
+        assert pipeline.secret("finance-api-key") == rotated
+        assert pipeline.scrub(f"{CANARY} {rotated}") == (
+            "[redacted:finance-api-key] [redacted:finance-api-key]"
+        )
+
+    def test_an_unknown_secret_is_refused_by_name(self, runtime: Runtime) -> None:
+        with pytest.raises(VaultError, match="no secret named 'absent'"):
+            runtime.pipeline().secret("absent")
 
     def test_ledger_verifies_afterwards(self, runtime: Runtime, task: Task) -> None:
         """After allowed, held, denied and breaching calls the ledger verifies."""

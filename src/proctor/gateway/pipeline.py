@@ -15,7 +15,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol, cast
 
 import cedarpy
 
@@ -34,7 +34,7 @@ from proctor.policy.cedar import AGENT_TYPE, cedar_string
 from proctor.tasks.service import TaskService
 from proctor.tasks.state import Approval, ApprovalState, Task, TaskState
 from proctor.tasks.token import TaskClaims
-from proctor.vault import Masking, Vault
+from proctor.vault import Masking
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,14 @@ UNCLASSIFIED = {
     MALFORMED: "the request is malformed, so it was not sent",
 }
 WAIT_STEP = 0.2
+NOTES = ("note", "trace", "tool_call")
+"""What a call may carry beside its request, recorded when present."""
+
+
+class Credentials(Protocol):
+    """Where injected credentials come from: the vault, or the runtime's view of it."""
+
+    def get(self, name: str) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -101,7 +109,11 @@ class Pipeline:
     """Decides and records every call for one home."""
 
     def __init__(
-        self, service: TaskService, *, alerts: Alerts, vault: Vault | None = None
+        self,
+        service: TaskService,
+        *,
+        alerts: Alerts,
+        vault: Credentials | None = None,
     ) -> None:
         self.service = service
         self.alerts = alerts
@@ -412,6 +424,18 @@ class Pipeline:
         self, task: Task, call: Call, decision: Decision, approval: str | None
     ) -> dict[str, Any]:
         published = self.service.authority.published_policy()
+        notes = {key: getattr(call, key) for key in NOTES if getattr(call, key)}
+        # One pass over everything the call brought: one look at the vault.
+        brought = [
+            dict(call.context),
+            dict(call.request),
+            decision.reason,
+            list(decision.errors),
+            *notes.values(),
+        ]
+        context, request, reason, errors, *noted = cast(
+            "list[Any]", self.scrub(brought)
+        )
         fields: dict[str, Any] = {
             "task": task.id,
             "agent": task.agent,
@@ -424,24 +448,22 @@ class Pipeline:
             "target": call.target,
             "action": call.action,
             "resource": call.resource,
-            "context": self.scrub(dict(call.context)),
-            "request": self.scrub(dict(call.request)),
+            "context": context,
+            "request": request,
             "request_digest": call.digest,
             "credential": call.credential,
             "outcome": decision.outcome.value,
-            "reason": str(self.scrub(decision.reason)),
+            "reason": reason,
             "policies": list(decision.policy_ids),
             "policy_set": decision.policy_set,
             "policy_entry": published[0] if published else None,
-            "errors": [str(self.scrub(error)) for error in decision.errors],
+            "errors": errors,
             "breach": decision.is_breach,
             "approval": approval,
             "reasoning": self.service.authority.pending_reasoning(task.id),
         }
-        for key in ("note", "trace", "tool_call"):
-            value = getattr(call, key)
-            if value:
-                fields[key] = str(self.scrub(value))
+        fields.update(zip(notes, noted, strict=True))
+
         return fields
 
     async def _first_to_use(self, approval: Approval, allowed: Verdict) -> Verdict:
