@@ -506,3 +506,67 @@ class TestOpeningRefusals:
                 scope=ScopeText.parse("", format="toml"),
                 by="test",
             )
+
+
+class TestEndingsElsewhere:
+    """Another process sharing the ledger ends a token or a task mid-call."""
+
+    @pytest.mark.parametrize("ending", ["token revoked", "task revoked"])
+    def test_an_ending_elsewhere_before_the_decision_stops_the_call(
+        self, runtime: Runtime, task: Task, ending: str
+    ) -> None:
+        """Another process ends the token or the task after this one authenticated
+        the call: the decision lands after the ending, so the call is not sent."""
+        agent = Agent(runtime, task)
+        claims = agent.claims()
+        assert isinstance(claims, TaskClaims)
+        other = Runtime.open(runtime.home)
+        try:
+            if ending == "token revoked":
+                ended = other.service.revoke_token(
+                    task.id, claims.jti, by="admin", reason="leaked"
+                )
+            else:
+                ended = other.service.revoke_task(
+                    task.id, by="admin", reason="stop"
+                ).ended
+        finally:
+            other.close()
+        stopped = run(agent.pipeline.authorize(claims, call(READ, {})))
+        completed = entry(runtime, stopped.entry + 1)
+
+        assert (stopped.allowed, stopped.status) == (False, 401)
+        assert stopped.entry > ended
+        assert entry(runtime, stopped.entry)["outcome"] == "allow"
+        assert completed["type"] == kinds.CALL_COMPLETED
+        assert completed["decision"] == stopped.entry
+        assert completed["error"] == f"not sent: {stopped.reason}"
+
+    def test_a_recent_read_stands_only_for_what_authorize_confirms(
+        self, runtime: Runtime, task: Task
+    ) -> None:
+        """Authentication on a recent read lets a token revoked since through to
+        authorize, which refuses it; on a fresh read it is refused at once."""
+        agent = Agent(runtime, task)
+        assert isinstance(agent.claims(), TaskClaims)
+        other = Runtime.open(runtime.home)
+        try:
+            jti = other.service.authenticate(agent.token)[0].jti
+            other.service.revoke_token(task.id, jti, by="admin", reason="leaked")
+        finally:
+            other.close()
+        request = {"path": "/payments"}
+        stale = run(
+            agent.pipeline.authenticate(
+                agent.token, door="http", target="finance", request=request, recent=60
+            )
+        )
+        assert isinstance(stale, TaskClaims)
+        stopped = run(agent.pipeline.authorize(stale, call(READ, {})))
+        fresh = agent.claims()
+
+        assert (stopped.allowed, stopped.status) == (False, 401)
+        assert "revoked" in stopped.reason
+        assert isinstance(fresh, Verdict)
+        assert fresh.status == 401
+        assert entry(runtime, fresh.entry)["type"] == kinds.AUTH_REFUSED

@@ -64,7 +64,7 @@ from proctor.gateway.inbound import (
     parse_body,
     parse_target,
 )
-from proctor.gateway.pipeline import Call, Verdict
+from proctor.gateway.pipeline import RECENT_READ, Call, Verdict
 from proctor.gateway.routes import (
     MALFORMED,
     ServiceConfig,
@@ -108,6 +108,7 @@ class DoorPipeline(Protocol):
         door: str,
         target: str,
         request: Mapping[str, object],
+        recent: float = 0.0,
     ) -> TaskClaims | Verdict: ...
 
     async def authorize(
@@ -250,11 +251,14 @@ class HttpDoor:
         problem = self._first_problem(exchange, target, service)
         name = target.service if isinstance(target, Target) else "-"
 
+        # Every request past this point is decided by authorize, which confirms an
+        # allowed call against the ledger once its decision is durable.
         claims = await self._pipeline.authenticate(
             meta.token,
             door=DOOR,
             target=name,
             request=summary(exchange.method, _raw_path(scope), problem),
+            recent=RECENT_READ,
         )
         if isinstance(claims, Verdict):
             return self._refusal(exchange, claims)

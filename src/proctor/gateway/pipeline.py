@@ -45,6 +45,8 @@ UNCLASSIFIED = {
     MALFORMED: "the request is malformed, so it was not sent",
 }
 WAIT_STEP = 0.2
+RECENT_READ = 0.1
+"""Seconds a read of the ledger stands for a door that lets authorize confirm."""
 NOTES = ("note", "trace", "tool_call")
 """What a call may carry beside its request, recorded when present."""
 
@@ -105,6 +107,22 @@ class Verdict:
         return body
 
 
+@dataclass(frozen=True)
+class _Judged:
+    """What a call comes to before anything is recorded: the caller refused, the
+    approval it presented refused (``problem``), or a decision."""
+
+    task: Task | None
+    refused: str | None = None
+    approval: Approval | None = None
+    problem: str | None = None
+    decision: Decision | None = None
+
+    @property
+    def allows(self) -> bool:
+        return self.decision is not None and self.decision.outcome is Outcome.ALLOW
+
+
 class Pipeline:
     """Decides and records every call for one home."""
 
@@ -149,12 +167,19 @@ class Pipeline:
         door: str,
         target: str,
         request: Mapping[str, object],
+        recent: float = 0.0,
     ) -> TaskClaims | Verdict:
-        """Check the task token; a refusal is recorded and answered with 401."""
+        """Check the task token; a refusal is recorded and answered with 401.
+
+        With ``recent`` > 0 a read of the ledger that many seconds old stands (see
+        TaskService.authenticate): for a door whose every request goes on to
+        :meth:`authorize`, which confirms each allowed call against the ledger as
+        it stands at its decision.
+        """
         signed: TaskClaims | None = None
         if token:
             try:
-                claims, _ = self.service.authenticate(token)
+                claims, _ = self.service.authenticate(token, recent=recent)
             except TokenError as exc:
                 reason = str(exc)
                 signed = exc.claims if isinstance(exc.claims, TaskClaims) else None
@@ -250,23 +275,56 @@ class Pipeline:
     # Deciding
 
     async def _authorize(self, claims: TaskClaims, call: Call) -> Verdict:
-        # authenticate() has just read the ledger for these claims; the task may
-        # have ended since (a breach of a concurrent call quarantines it).
-        try:
-            task = self.service.known_task(claims.task)
-        except TaskError as exc:
-            return Verdict(False, 401, None, "unauthenticated", str(exc))
-        state = task.state_at(_now())
-        if state is not TaskState.ACTIVE:
-            reason = f"task {task.id} is {state}"
+        judged = self._judge(claims, call)
+        if not judged.allows:
+            # A refusal is judged on the ledger as it is now: this process may not
+            # yet have read what another appended (a fresh approval, a wider scope).
+            if judged.decision is not None:
+                self._release(judged.approval)
+            self.service.authority.sync()
+            judged = self._judge(claims, call)
+        task = judged.task
+        if task is None or judged.refused is not None:
+            reason = judged.refused or "unknown task"
+            if task is None:
+                return Verdict(False, 401, None, "unauthenticated", reason)
             return await self._refuse_caller(
                 call.door, call.target, call.request, reason, claims=claims
             )
+        if judged.decision is None:
+            problem = judged.problem or "the approval cannot be used"
+            return await self._refuse_approval(task, call, judged.approval, problem)
+        verdict = await self._record_decision(
+            task, call, judged.decision, judged.approval
+        )
+        if not verdict.allowed:
+            return verdict
+        return await self._confirm(claims, verdict)
+
+    def _judge(self, claims: TaskClaims, call: Call) -> _Judged:
+        """Judge the call on what this process has folded, recording nothing."""
+        try:
+            task = self.service.known_task(claims.task)
+        except TaskError as exc:
+            return _Judged(None, refused=str(exc))
+        refused = self._refusal(claims, task)
+        if refused is not None:
+            return _Judged(task, refused=refused)
         approval, problem = self._approval_for(task, call)
         if problem is not None:
-            return await self._refuse_approval(task, call, approval, problem)
-        decision = self._decide(task, call, approval)
-        return await self._record_decision(task, call, decision, approval)
+            return _Judged(task, approval=approval, problem=problem)
+
+        return _Judged(
+            task, approval=approval, decision=self._decide(task, call, approval)
+        )
+
+    def _refusal(self, claims: TaskClaims, task: Task) -> str | None:
+        state = task.state_at(_now())
+        if state is not TaskState.ACTIVE:
+            return f"task {task.id} is {state}"
+        if self.service.authority.is_token_revoked(claims.jti):
+            return f"token {claims.jti} for task {task.id} is revoked"
+        return None
 
     def _decide(self, task: Task, call: Call, approval: Approval | None) -> Decision:
         refusal = UNCLASSIFIED.get(call.action)
@@ -497,6 +555,39 @@ class Pipeline:
             allowed.action,
             allowed.policies,
             approval.id,
+            task=allowed.task,
+        )
+
+    async def _confirm(self, claims: TaskClaims, allowed: Verdict) -> Verdict:
+        """Let an allowed call go only if nothing before its decision ended it.
+
+        The call was judged on what this process had folded. Once its decision is
+        durable every entry before it is folded too (a commit after others'
+        entries reads them first), so a revocation or quarantine that came first,
+        from any process, is seen here, and the call is not sent.
+        """
+        task = self.service.known_task(claims.task)
+        refused = self._refusal(claims, task)
+        if refused is None:
+            return allowed
+        await self.complete(
+            allowed,
+            status=None,
+            size=0,
+            digest=None,
+            latency_us=0,
+            error=f"not sent: {refused}",
+        )
+
+        return Verdict(
+            False,
+            401,
+            allowed.entry,
+            "unauthenticated",
+            refused,
+            allowed.action,
+            allowed.policies,
+            allowed.approval,
             task=allowed.task,
         )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -120,18 +121,27 @@ class Authority:
         self._lock = threading.RLock()
         self._next = 0
         self._folded = _Folded()
+        self._read_at = float("-inf")
 
     @property
     def applied(self) -> int:
         """How many entries have been folded in."""
         return self._next
 
-    def sync(self) -> None:
-        """Fold in every entry appended since the last sync, by anyone."""
+    def sync(self, *, within: float = 0.0) -> None:
+        """Fold in every entry appended since the last sync, by anyone.
+
+        With ``within`` > 0, a read of the store less than that many seconds ago
+        stands, and the store is not read again.
+        """
         with self._lock:
+            started = time.monotonic()
+            if started - self._read_at < within:
+                return
             for data in self._store.entries(self._next):
                 entry = entries.decode(data)
                 self._apply(int(entry["index"]), str(entry["type"]), entry)
+            self._read_at = started
 
     def observe(self, index: int) -> None:
         """Make sure entry ``index``, just appended, is folded in."""

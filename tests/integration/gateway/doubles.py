@@ -68,6 +68,7 @@ class PipelineDouble:
         door: str,
         target: str,
         request: Mapping[str, object],
+        recent: float = 0.0,
     ) -> TaskClaims | Verdict:
         if token == TOKEN:
             return CLAIMS
