@@ -10,10 +10,15 @@ own, tighter limit and answer 431 with a record of the attempt.
 An absolute-form target (``GET http://elsewhere/path HTTP/1.1``) stays whole in the
 scope's ``path`` and ``raw_path``, as uvicorn's h11 parser leaves it: httptools would
 keep only its path, and the request would pass for one aimed at that path here.
+
+A response's head leaves with its body, in one send: uvicorn writes them separately,
+and on loopback each send is a system call that also wakes the agent, which then
+finds half an answer.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -33,6 +38,53 @@ _REFUSAL = (
 ) % (len(_REASON), _REASON)
 
 
+class Pairing:
+    """A transport that holds a write back until the next one, to send both at once.
+
+    uvicorn writes a response's head and then its body: held, the head leaves with
+    the body in one send. A write with nothing after it in the same round of the
+    event loop leaves at the end of the round; closing sends what is held first.
+    Everything else is the wrapped transport's.
+    """
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self._held = b""
+        self._due = False
+
+    def write(self, data: bytes) -> None:
+        if not data:
+            return
+        if self._held:
+            data, self._held = self._held + data, b""
+            self._transport.write(data)
+            return
+        self._held = data
+        if not self._due:
+            self._due = True
+            asyncio.get_running_loop().call_soon(self._send)
+
+    def get_write_buffer_size(self) -> int:
+        return len(self._held) + self._transport.get_write_buffer_size()
+
+    def close(self) -> None:
+        self._send()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._held = b""
+        self._transport.abort()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    def _send(self) -> None:
+        self._due = False
+        data, self._held = self._held, b""
+        if data and not self._transport.is_closing():
+            self._transport.write(data)
+
+
 class BoundedHead(HttpToolsProtocol):
     """uvicorn's httptools protocol, refusing a request head that grows too long.
 
@@ -45,6 +97,9 @@ class BoundedHead(HttpToolsProtocol):
     _reading_head = True
     _head_bytes = 0
     _ended = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(Pairing(transport))  # type: ignore[arg-type]
 
     def data_received(self, data: bytes) -> None:
         self._ended = False
