@@ -8,7 +8,7 @@ import ipaddress
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 import uvicorn
@@ -20,6 +20,7 @@ from proctor import heap
 from proctor.api import create_api
 from proctor.gateway.http import ENTRY_HEADER, PREFIX, HttpDoor
 from proctor.gateway.mcp.config import load_servers
+from proctor.gateway.mcp.http import doors
 from proctor.gateway.mcp.http import http_app as mcp_app
 from proctor.gateway.pipeline import Pipeline
 from proctor.gateway.wire import uvicorn_options
@@ -61,26 +62,35 @@ def build_app(runtime: Runtime) -> Front:
 
     app = Starlette(routes=routes, lifespan=lifespan)
     app.add_middleware(RequestLog)
+    endpoints = {MCP_PREFIX + path: endpoint for path, endpoint in doors(mcp).items()}
 
-    return Front(door, app)
+    return Front(door, app, mcp=endpoints)
 
 
 class Front:
-    """Hands each request to the HTTP door or to the app's routes.
+    """Hands each request to a door or to the app's routes.
 
     The HTTP door takes every target below ``/http/`` straight from the server,
     and every target that is not a path at all (an absolute URL), which it refuses
-    and records; it answers and logs each call itself. Everything else, and the
-    lifespan, goes through the app: the API, the MCP door and the console.
+    and records; it answers and logs each call itself. So does the MCP door for
+    its endpoints' exact paths (``mcp``). Everything else, and the lifespan, goes
+    through the app: the API, the console, and what no door claimed.
     """
 
-    def __init__(self, door: HttpDoor, app: ASGIApp) -> None:
+    def __init__(
+        self, door: HttpDoor, app: ASGIApp, *, mcp: Mapping[str, ASGIApp] | None = None
+    ) -> None:
         self.door = door
         self.app = app
+        self.mcp = dict(mcp or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and _for_door(scope):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+        elif _for_door(scope):
             await self.door(scope, receive, send)
+        elif (endpoint := self.mcp.get(scope["path"])) is not None:
+            await endpoint(scope, receive, send)
         else:
             await self.app(scope, receive, send)
 
@@ -133,9 +143,10 @@ def is_loopback(host: str) -> bool:
 class RequestLog:
     """One INFO line per request: id, method, path, status and latency.
 
-    The gateway door logs its own line per brokered call, so a request it answered
-    (its answers carry ``Proctor-Entry``) is not logged twice. Only API paths are
-    written out: a path elsewhere may carry what an agent should not have sent.
+    The doors log their own line per brokered call, so a request the HTTP door
+    answered (its answers carry ``Proctor-Entry``) is not logged twice. Only API
+    paths are written out: a path elsewhere may carry what an agent should not
+    have sent.
     """
 
     def __init__(self, app: ASGIApp) -> None:

@@ -28,14 +28,11 @@ import uvicorn
 from mcp import Client, MCPError, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult, RequestParamsMeta, TextContent
-from starlette.applications import Starlette
-from starlette.routing import Mount
 
-from proctor.gateway.mcp.config import load_servers
-from proctor.gateway.mcp.http import http_app
 from proctor.home import Home, init
 from proctor.ledger import entries
 from proctor.runtime import Runtime
+from proctor.serve import build_app
 from proctor.tasks.people import Person
 from proctor.tasks.service import ScopeText
 from proctor.tasks.state import Task
@@ -238,15 +235,13 @@ def maintainer(runtime: Runtime) -> Person:
 
 @pytest.fixture(scope="module")
 def http_door(runtime: Runtime) -> Iterator[str]:
-    """The HTTP door mounted at /mcp of a parent app, as proctor serve mounts it."""
-    door = http_app(runtime.pipeline(), load_servers(runtime.config.raw))
-    parent = Starlette(
-        routes=[Mount("/mcp", app=door)], lifespan=door.router.lifespan_context
-    )
+    """The HTTP door at /mcp of proctor serve's own app."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     port = listener.getsockname()[1]
-    config = uvicorn.Config(parent, log_level="warning", ws="none", lifespan="on")
+    config = uvicorn.Config(
+        build_app(runtime), log_level="warning", ws="none", lifespan="on"
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [listener]}, daemon=True

@@ -3,6 +3,8 @@ forwarded and recorded with its result's digest; a tool failure is recorded as o
 
 from __future__ import annotations
 
+import logging
+
 import httpx2
 import pytest
 from mcp import Client, MCPError
@@ -12,7 +14,18 @@ from proctor.gateway.mcp.proxy import DENIED, UNAUTHENTICATED
 from proctor.home import Home
 from proctor.runtime import Runtime
 
-from .conftest import DOORS, LEGACY, Door, Opener, bridge, entry, outcome, refusal, run
+from .conftest import (
+    DOORS,
+    LEGACY,
+    Door,
+    Opener,
+    bridge,
+    entry,
+    outcome,
+    over_http,
+    refusal,
+    run,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -140,3 +153,57 @@ class TestMissingToken:
         assert error.code == UNAUTHENTICATED
         assert "no task token" in error.message
         assert entry(runtime, error.data["entry"])["type"] == "auth.refused"
+
+
+class TestServeLog:
+    def test_a_brokered_call_is_logged_once(
+        self,
+        http_door: str,
+        open_task: Opener,
+        runtime: Runtime,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """proctor serve logs a tools/call once, by the broker, naming its entry."""
+        agent = open_task("time.toml", agent="time-bot")
+
+        async def scenario() -> object:
+            async with over_http(f"{http_door}/time", agent.token) as client:
+                caplog.clear()
+                with caplog.at_level(logging.INFO):
+                    return await client.call_tool(
+                        "get_current_time", {"timezone": "UTC"}
+                    )
+
+        result = run(scenario())
+        lines = proctor_lines(caplog)
+
+        assert len(lines) == 1
+        assert lines[0].startswith("mcp call server=time tool=get_current_time ")
+        assert lines[0].endswith(f"decision=allow entry={result.meta[ENTRY_KEY]}")
+
+    def test_a_refused_request_is_logged_with_its_entry(
+        self, http_door: str, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A request without a token is logged once by the door, with its entry."""
+
+        async def scenario() -> httpx2.Response:
+            async with httpx2.AsyncClient() as http:
+                return await http.post(f"{http_door}/time", json={})
+
+        with caplog.at_level(logging.INFO):
+            response = run(scenario())
+
+        assert proctor_lines(caplog) == [
+            "mcp request refused server=time method=POST status=401 "
+            f"entry={response.json()['entry']}"
+        ]
+
+
+def proctor_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """What the server and its doors logged at INFO and above."""
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.name.startswith(("proctor.serve", "proctor.gateway"))
+        and record.levelno >= logging.INFO
+    ]

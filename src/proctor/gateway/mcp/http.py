@@ -19,10 +19,14 @@ run it (Starlette runs the lifespan of the app it serves, not of mounted ones)::
     app = Starlette(
         routes=[Mount("/mcp", app=door)], lifespan=door.router.lifespan_context
     )
+
+A server in front may also call each endpoint at its path directly (:func:`doors`),
+past the routing and middleware of the app: proctor serve does so.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -50,6 +54,8 @@ from proctor.gateway.mcp.sessions import CLAIMS, Sessions
 from proctor.gateway.pipeline import Pipeline, Verdict
 from proctor.tasks.token import TaskClaims
 
+log = logging.getLogger(__name__)
+
 LOOPBACK = TransportSecuritySettings(
     enable_dns_rebinding_protection=True,
     allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*"],
@@ -74,17 +80,17 @@ def http_app(
         Door(pipeline, server, security or LOOPBACK, json_only=json_response)
         for server in servers.values()
     ]
-    routes = [
-        Route(
-            f"/{door.server.name}",
-            endpoint=Guard(
-                pipeline,
-                door.server.name,
-                RequestBodyLimitMiddleware(door, DEFAULT_MAX_REQUEST_BODY_SIZE),
-            ),
-            methods=None,
+    endpoints = {
+        f"/{door.server.name}": Guard(
+            pipeline,
+            door.server.name,
+            RequestBodyLimitMiddleware(door, DEFAULT_MAX_REQUEST_BODY_SIZE),
         )
         for door in doors
+    }
+    routes = [
+        Route(path, endpoint=endpoint, methods=None)
+        for path, endpoint in endpoints.items()
     ]
 
     @asynccontextmanager
@@ -94,7 +100,21 @@ def http_app(
                 await stack.enter_async_context(door.running())
             yield
 
-    return Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.doors = endpoints
+
+    return app
+
+
+def doors(app: Starlette) -> dict[str, ASGIApp]:
+    """The endpoint of each server of an :func:`http_app`, by its path in the app.
+
+    Each answers its requests whole (the token checked, every refusal recorded
+    and logged); the app's lifespan must be running.
+    """
+    endpoints: dict[str, ASGIApp] = app.state.doors
+
+    return dict(endpoints)
 
 
 class Door:
@@ -175,6 +195,13 @@ class Guard:
             request={"method": scope["method"], "path": scope["path"]},
         )
         if isinstance(claims, Verdict):
+            log.info(
+                "mcp request refused server=%s method=%s status=%d entry=%s",
+                self.server,
+                scope["method"],
+                claims.status,
+                claims.entry,
+            )
             await _refuse(claims, sent_token=token is not None)(scope, receive, send)
             return
         scope.setdefault("state", {})[CLAIMS] = claims
