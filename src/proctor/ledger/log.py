@@ -233,11 +233,19 @@ class Ledger:
             for item in appends:
                 item.future.set_exception(closed)
         elif appends:
+            signed = self._edge.size <= self._signed_size
             with self._committing:
                 self._commit_or_fail(appends)
-            if self._edge.size - self._signed_size >= self._policy.every:
+            if self._is_due(was_signed=signed):
                 self._queue.put(_DUE)
         _settle(appends)
+
+    def _is_due(self, *, was_signed: bool) -> bool:
+        # The writer waits without a deadline while everything is signed: the first
+        # entry committed here after that starts the interval's clock, and a full
+        # count of unsigned entries is due at once.
+        unsigned = self._edge.size - self._signed_size
+        return unsigned >= self._policy.every or (was_signed and unsigned > 0)
 
     def _load_edge(self) -> merkle.CompactRange:
         size = self.store.size()

@@ -197,6 +197,26 @@ class TestCheckpoints:
         assert latest is not None
         assert latest.size == 1
 
+    def test_signed_after_interval_from_the_loop(
+        self, store: CountingStore, signer: Signer
+    ) -> None:
+        """Entries committed on an event loop are signed within the interval too."""
+        ledger = open_ledger(store, signer, every=1000, interval=0.05)
+
+        async def scenario() -> int | None:
+            for n in range(3):
+                await ledger.append_async("test.note", {"n": n})
+                await asyncio.sleep(0.2)
+                latest = store.latest_checkpoint()
+                if latest is None or latest.size != n + 1:
+                    return n
+            return None
+
+        unsigned = asyncio.run(scenario())
+        ledger.close()
+
+        assert unsigned is None, f"entry {unsigned} was not signed within 0.2 s"
+
     def test_on_demand(self, store: CountingStore, signer: Signer) -> None:
         """checkpoint() signs the current size and returns the signed note."""
         ledger = open_ledger(store, signer, every=1000, interval=0)
