@@ -7,9 +7,12 @@ from __future__ import annotations
 import ipaddress
 import logging
 import secrets
+import signal
+import threading
 import time
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from types import FrameType
 
 import uvicorn
 from starlette.applications import Starlette
@@ -114,20 +117,43 @@ def mcp_door(runtime: Runtime, pipeline: Pipeline) -> Starlette:
 
 
 def run(runtime: Runtime, *, host: str, port: int) -> None:
-    """Serve until interrupted, on the wire of :mod:`proctor.gateway.wire`."""
+    """Serve until interrupted or terminated, on the wire of
+    :mod:`proctor.gateway.wire`.
+
+    SIGTERM ends the process as SIGINT does, by an exception once uvicorn has shut
+    down (uvicorn raises the signal again then), so that the caller still closes the
+    runtime: the last entries are signed before the process goes.
+    """
     app = build_app(runtime)
     heap.settle()
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_config=None,
-        access_log=False,
-        server_header=False,
-        proxy_headers=False,
-        lifespan="on",
-        **uvicorn_options(),
-    )
+    with _terminated_as_exit():
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            proxy_headers=False,
+            lifespan="on",
+            **uvicorn_options(),
+        )
+
+
+@contextmanager
+def _terminated_as_exit() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _exit)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _exit(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
 
 
 def is_loopback(host: str) -> bool:

@@ -707,6 +707,36 @@ class TestServeCommand:
         assert server.returncode == 0, logged
         assert "path=/v1/openapi.json status=200" in logged
 
+    def test_terminate_signs_what_was_recorded(self, home: Home) -> None:
+        """SIGTERM stops proctor serve with exit 0 after it signs a last checkpoint
+        over every entry, as an interrupt does."""
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        command = [str(Path(sys.executable).parent / "proctor"), "serve"]
+        server = subprocess.Popen(
+            [*command, "--home", str(home.path), "--port", str(port)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            _wait_for(f"http://127.0.0.1:{port}/v1/openapi.json")
+            refused = httpx.get(f"http://127.0.0.1:{port}/http/none/x", timeout=5)
+        finally:
+            server.send_signal(signal.SIGTERM)
+            _, logged = server.communicate(timeout=30)
+        store = home.open_store()
+        try:
+            size, latest = store.size(), store.latest_checkpoint()
+        finally:
+            store.close()
+
+        assert server.returncode == 0, logged
+        assert refused.status_code == 401
+        assert latest is not None
+        assert latest.size == size > int(refused.headers["proctor-entry"])
+
 
 def _wait_for(url: str) -> httpx.Response:
     deadline = time.monotonic() + 20
