@@ -65,7 +65,9 @@ def build_app(runtime: Runtime) -> Front:
 
     app = Starlette(routes=routes, lifespan=lifespan)
     app.add_middleware(RequestLog)
-    endpoints = {MCP_PREFIX + path: endpoint for path, endpoint in doors(mcp).items()}
+    endpoints = {
+        MCP_PREFIX + path: RequestLog(endpoint) for path, endpoint in doors(mcp).items()
+    }
 
     return Front(door, app, mcp=endpoints)
 
@@ -75,9 +77,10 @@ class Front:
 
     The HTTP door takes every target below ``/http/`` straight from the server,
     and every target that is not a path at all (an absolute URL), which it refuses
-    and records; it answers and logs each call itself. So does the MCP door for
-    its endpoints' exact paths (``mcp``). Everything else, and the lifespan, goes
-    through the app: the API, the console, and what no door claimed.
+    and records; it answers and logs each call itself. The MCP endpoints' exact
+    paths (``mcp``) go straight to their door too, with the request log around it.
+    Everything else, and the lifespan, goes through the app: the API, the console,
+    and what no door claimed.
     """
 
     def __init__(

@@ -3,7 +3,9 @@ forwarded and recorded with its result's digest; a tool failure is recorded as o
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import re
 
 import httpx2
 import pytest
@@ -28,6 +30,10 @@ from .conftest import (
 )
 
 pytestmark = pytest.mark.slow
+
+REQUEST_LINE = re.compile(
+    r"request id=[0-9a-f]{16} method=[A-Z]+ path=\S+ status=\d{3} latency_ms=[0-9.]+"
+)
 
 
 @pytest.mark.parametrize("door", DOORS, indirect=True)
@@ -156,14 +162,11 @@ class TestMissingToken:
 
 
 class TestServeLog:
-    def test_a_brokered_call_is_logged_once(
-        self,
-        http_door: str,
-        open_task: Opener,
-        runtime: Runtime,
-        caplog: pytest.LogCaptureFixture,
+    def test_an_allowed_call_is_logged_once(
+        self, http_door: str, open_task: Opener, caplog: pytest.LogCaptureFixture
     ) -> None:
-        """proctor serve logs a tools/call once, by the broker, naming its entry."""
+        """proctor serve logs each HTTP request of an allowed call once, and the
+        call itself no more: the ledger holds it."""
         agent = open_task("time.toml", agent="time-bot")
 
         async def scenario() -> object:
@@ -174,17 +177,36 @@ class TestServeLog:
                         "get_current_time", {"timezone": "UTC"}
                     )
 
-        result = run(scenario())
+        run(scenario())
         lines = proctor_lines(caplog)
 
-        assert len(lines) == 1
-        assert lines[0].startswith("mcp call server=time tool=get_current_time ")
-        assert lines[0].endswith(f"decision=allow entry={result.meta[ENTRY_KEY]}")
+        assert lines
+        assert all(REQUEST_LINE.fullmatch(line) for line in lines), lines
+        assert all(" path=/mcp/... status=200 " in line for line in lines), lines
 
-    def test_a_refused_request_is_logged_with_its_entry(
+    def test_a_denied_call_is_logged_with_its_decision(
+        self, http_door: str, open_task: Opener, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A denied tools/call adds the broker's line, naming the decision's entry."""
+        agent = open_task("time.toml", agent="time-bot")
+
+        async def scenario() -> MCPError:
+            async with over_http(f"{http_door}/echo", agent.token) as client:
+                caplog.clear()
+                with caplog.at_level(logging.INFO):
+                    return await refusal(client, "echo", {"text": "hello"})
+
+        error = run(scenario())
+        calls = [line for line in proctor_lines(caplog) if line.startswith("mcp ")]
+
+        assert len(calls) == 1, calls
+        assert calls[0].startswith("mcp call server=echo tool=echo ")
+        assert calls[0].endswith(f"decision=deny entry={error.data['entry']}")
+
+    def test_a_refused_request_is_logged(
         self, http_door: str, caplog: pytest.LogCaptureFixture
     ) -> None:
-        """A request without a token is logged once by the door, with its entry."""
+        """A request without a token is logged once, with its status."""
 
         async def scenario() -> httpx2.Response:
             async with httpx2.AsyncClient() as http:
@@ -192,11 +214,36 @@ class TestServeLog:
 
         with caplog.at_level(logging.INFO):
             response = run(scenario())
+        lines = proctor_lines(caplog)
 
-        assert proctor_lines(caplog) == [
-            "mcp request refused server=time method=POST status=401 "
-            f"entry={response.json()['entry']}"
-        ]
+        assert response.status_code == 401
+        assert len(lines) == 1, lines
+        assert " method=POST path=/mcp/... status=401 " in lines[0]
+
+    def test_requests_that_open_no_session_log_no_error(
+        self, http_door: str, open_task: Opener, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """GET, DELETE and OPTIONS without a session are answered and logged as
+        requests, with no error or traceback."""
+        agent = open_task("time.toml", agent="time-bot")
+        bearer = {"Authorization": f"Bearer {agent.token}"}
+
+        async def scenario() -> list[int]:
+            async with httpx2.AsyncClient(headers=bearer) as http:
+                answers = [
+                    await http.request(method, f"{http_door}/time")
+                    for method in ("GET", "DELETE", "OPTIONS")
+                ]
+            await asyncio.sleep(0.2)
+            return [answer.status_code for answer in answers]
+
+        with caplog.at_level(logging.INFO):
+            statuses = run(scenario())
+        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+        assert all(400 <= status < 500 for status in statuses), statuses
+        assert errors == []
+        assert len(proctor_lines(caplog)) == 3
 
 
 def proctor_lines(caplog: pytest.LogCaptureFixture) -> list[str]:

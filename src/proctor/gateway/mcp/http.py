@@ -26,7 +26,6 @@ past the routing and middleware of the app: proctor serve does so.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -53,8 +52,6 @@ from proctor.gateway.mcp.relay import Relay
 from proctor.gateway.mcp.sessions import CLAIMS, Sessions
 from proctor.gateway.pipeline import Pipeline, Verdict
 from proctor.tasks.token import TaskClaims
-
-log = logging.getLogger(__name__)
 
 LOOPBACK = TransportSecuritySettings(
     enable_dns_rebinding_protection=True,
@@ -109,8 +106,8 @@ def http_app(
 def doors(app: Starlette) -> dict[str, ASGIApp]:
     """The endpoint of each server of an :func:`http_app`, by its path in the app.
 
-    Each answers its requests whole (the token checked, every refusal recorded
-    and logged); the app's lifespan must be running.
+    Each answers its requests whole (the token checked, every refusal recorded);
+    the app's lifespan must be running.
     """
     endpoints: dict[str, ASGIApp] = app.state.doors
 
@@ -195,13 +192,6 @@ class Guard:
             request={"method": scope["method"], "path": scope["path"]},
         )
         if isinstance(claims, Verdict):
-            log.info(
-                "mcp request refused server=%s method=%s status=%d entry=%s",
-                self.server,
-                scope["method"],
-                claims.status,
-                claims.entry,
-            )
             await _refuse(claims, sent_token=token is not None)(scope, receive, send)
             return
         scope.setdefault("state", {})[CLAIMS] = claims

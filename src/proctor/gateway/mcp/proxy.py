@@ -266,7 +266,10 @@ class Broker:
     def _log(
         self, claims: TaskClaims, classified: Classified, verdict: Verdict
     ) -> None:
-        log.info(
+        # As at the HTTP door: an allowed call is in the ledger already, every
+        # other answer is news.
+        log.log(
+            logging.DEBUG if verdict.allowed else logging.INFO,
             "mcp call server=%s tool=%s task=%s agent=%s action=%s decision=%s "
             "entry=%s",
             self.server.name,
