@@ -135,6 +135,9 @@ class Sessions:
             try:
                 with transport.idle_scope or anyio.CancelScope():
                     await self.relay.serve(read, write, claims_of)
+            except anyio.ClosedResourceError:
+                # The transport closed the session's stream: the session is over.
+                log.debug("mcp session %s ended", named)
             except Exception:
                 log.exception("mcp session %s failed", named)
             finally:
