@@ -3,7 +3,8 @@ request head bounded and the request target kept as the agent sent it.
 
 httptools (llhttp) gathers a header until it ends, however long, so the head is
 bounded here, by the bytes that arrive while it is incomplete: past
-``MAX_HEAD_BYTES`` the agent gets 431 and the connection closes, and nothing is
+``MAX_HEAD_BYTES`` the agent gets 431 (unless an answer to an earlier request on
+the connection is still going out) and the connection closes, and nothing is
 recorded. Below that bound, the door and the API measure each head against their
 own, tighter limit and answer 431 with a record of the attempt.
 
@@ -19,6 +20,7 @@ finds half an answer.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -64,6 +66,13 @@ class Pairing:
             self._due = True
             asyncio.get_running_loop().call_soon(self._send)
 
+    def writelines(self, data: Iterable[bytes]) -> None:
+        self.write(b"".join(data))
+
+    def write_eof(self) -> None:
+        self._send()
+        self._transport.write_eof()
+
     def get_write_buffer_size(self) -> int:
         return len(self._held) + self._transport.get_write_buffer_size()
 
@@ -108,7 +117,9 @@ class BoundedHead(HttpToolsProtocol):
             return
         self._head_bytes += len(data)
         if self._head_bytes > MAX_HEAD_BYTES:
-            self.transport.write(_REFUSAL)
+            # While an answer is still going out, a refusal would land inside it.
+            if self.cycle is None or self.cycle.response_complete:
+                self.transport.write(_REFUSAL)
             self.transport.close()
 
     def on_message_begin(self) -> None:

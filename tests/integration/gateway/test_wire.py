@@ -4,16 +4,19 @@ absolute-form target reaches the app whole."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from proctor.gateway.wire import MAX_HEAD_BYTES
 from tests.integration.gateway.conftest import AppServer, raw_exchange, status_of
+
+STREAM_PIECES = 6
 
 
 async def echo(scope: Scope, receive: Receive, send: Send) -> None:
@@ -23,6 +26,20 @@ async def echo(scope: Scope, receive: Receive, send: Send) -> None:
     body = await Request(scope, receive).body()
     target = scope["raw_path"].decode("latin-1")
     await JSONResponse({"target": target, "body": len(body)})(scope, receive, send)
+
+
+async def streaming(scope: Scope, receive: Receive, send: Send) -> None:
+    """Answer /stream slowly, in pieces; anything else as echo does."""
+    if scope["type"] != "http" or scope["path"] != "/stream":
+        await echo(scope, receive, send)
+        return
+
+    async def pieces() -> AsyncIterator[bytes]:
+        for number in range(STREAM_PIECES):
+            yield b"piece %d;" % number
+            await asyncio.sleep(0.3)
+
+    await StreamingResponse(pieces())(scope, receive, send)
 
 
 @pytest.fixture(scope="module")
@@ -107,3 +124,20 @@ def test_an_absolute_target_reaches_the_app_whole(server: AppServer) -> None:
 
     assert status_of(answer) == 200
     assert answer_of(answer)["target"] == "http://169.254.169.254/x?y=1"
+
+
+def test_a_long_head_during_an_answer_ends_the_line_without_a_refusal() -> None:
+    """A head past the limit, pipelined while an answer still streams, closes the
+    connection: no 431 is spliced into the answer going out."""
+    pad = b"X-Pad: " + b"a" * (MAX_HEAD_BYTES + 100)
+    with AppServer(streaming) as running:
+        answer = raw_exchange(
+            running.port,
+            b"GET /stream HTTP/1.1\r\nHost: t\r\n\r\n",
+            b"GET /next HTTP/1.1\r\nHost: t\r\n" + pad,
+        )
+
+    assert status_of(answer) == 200
+    assert b"piece 0;" in answer
+    assert b"431" not in answer
+    assert b"piece %d;" % (STREAM_PIECES - 1) not in answer

@@ -30,6 +30,9 @@ class Recorder:
     def abort(self) -> None:
         self.aborted = True
 
+    def write_eof(self) -> None:
+        self.sends.append(b"<eof>")
+
     def get_write_buffer_size(self) -> int:
         return 0
 
@@ -119,6 +122,28 @@ class TestPairing:
             return recorder.sends, recorder.aborted
 
         assert in_a_round(scenario) == ([], True)
+
+    def test_writelines_pairs_like_write(self) -> None:
+        """A head written as several pieces still leaves with its body."""
+
+        async def scenario(paired: Pairing, recorder: Recorder) -> list[bytes]:
+            paired.writelines([b"HTTP/1.1 200 OK\r\n", b"\r\n"])
+            paired.write(b"body")
+            await next_round()
+            return recorder.sends
+
+        assert in_a_round(scenario) == [b"HTTP/1.1 200 OK\r\n\r\nbody"]
+
+    def test_the_end_of_writing_comes_after_what_is_held(self) -> None:
+        """write_eof sends what is held before ending the stream."""
+
+        async def scenario(paired: Pairing, recorder: Recorder) -> list[bytes]:
+            paired.write(b"last words")
+            paired.write_eof()
+            await next_round()
+            return recorder.sends
+
+        assert in_a_round(scenario) == [b"last words", b"<eof>"]
 
     def test_held_bytes_count_in_the_write_buffer(self) -> None:
         """Flow control sees the bytes held back as well as the transport's own."""
