@@ -65,8 +65,11 @@ def build_app(runtime: Runtime) -> Front:
 
     app = Starlette(routes=routes, lifespan=lifespan)
     app.add_middleware(RequestLog)
+    # An MCP call that went through is in the ledger, and the broker logs every
+    # other decision: as at the HTTP door, only what went wrong is news.
     endpoints = {
-        MCP_PREFIX + path: RequestLog(endpoint) for path, endpoint in doors(mcp).items()
+        MCP_PREFIX + path: RequestLog(endpoint, success=logging.DEBUG)
+        for path, endpoint in doors(mcp).items()
     }
 
     return Front(door, app, mcp=endpoints)
@@ -170,16 +173,17 @@ def is_loopback(host: str) -> bool:
 
 
 class RequestLog:
-    """One INFO line per request: id, method, path, status and latency.
+    """One line per request: id, method, path, status and latency.
 
-    The doors log their own line per brokered call, so a request the HTTP door
-    answered (its answers carry ``Proctor-Entry``) is not logged twice. Only API
-    paths are written out: a path elsewhere may carry what an agent should not
-    have sent.
+    At INFO, or at the ``success`` level for an answer below 400. The doors log
+    their own line per brokered call, so a request the HTTP door answered (its
+    answers carry ``Proctor-Entry``) is not logged twice. Only API paths are
+    written out: a path elsewhere may carry what an agent should not have sent.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, success: int = logging.INFO) -> None:
         self.app = app
+        self.success = success
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -201,8 +205,10 @@ class RequestLog:
         try:
             await self.app(scope, receive, sending)
         finally:
-            if not by_door:
-                log.info(
+            level = self.success if status < 400 else logging.INFO
+            if not by_door and log.isEnabledFor(level):
+                log.log(
+                    level,
                     "request id=%s method=%s path=%s status=%d latency_ms=%.3f",
                     secrets.token_hex(8),
                     scope["method"],

@@ -162,27 +162,32 @@ class TestMissingToken:
 
 
 class TestServeLog:
-    def test_an_allowed_call_is_logged_once(
+    def test_an_allowed_call_is_logged_at_debug(
         self, http_door: str, open_task: Opener, caplog: pytest.LogCaptureFixture
     ) -> None:
-        """proctor serve logs each HTTP request of an allowed call once, and the
-        call itself no more: the ledger holds it."""
+        """An allowed tools/call writes no INFO line (the ledger holds it); each of
+        its HTTP requests is logged at DEBUG."""
         agent = open_task("time.toml", agent="time-bot")
 
         async def scenario() -> object:
             async with over_http(f"{http_door}/time", agent.token) as client:
                 caplog.clear()
-                with caplog.at_level(logging.INFO):
+                with caplog.at_level(logging.DEBUG):
                     return await client.call_tool(
                         "get_current_time", {"timezone": "UTC"}
                     )
 
         run(scenario())
-        lines = proctor_lines(caplog)
+        requests = [
+            record.getMessage()
+            for record in caplog.records
+            if record.name == "proctor.serve" and record.levelno == logging.DEBUG
+        ]
 
-        assert lines
-        assert all(REQUEST_LINE.fullmatch(line) for line in lines), lines
-        assert all(" path=/mcp/... status=200 " in line for line in lines), lines
+        assert proctor_lines(caplog) == []
+        assert requests
+        assert all(REQUEST_LINE.fullmatch(line) for line in requests), requests
+        assert all(" path=/mcp/... status=200 " in line for line in requests)
 
     def test_a_denied_call_is_logged_with_its_decision(
         self, http_door: str, open_task: Opener, caplog: pytest.LogCaptureFixture
