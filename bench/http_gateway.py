@@ -1,6 +1,7 @@
 """HTTP gateway benchmark: requests per second, latency, CPU per call and memory of
-``proctor serve`` against direct calls and ``mitmdump`` in reverse-proxy mode, all in
-one run against the same loopback upstream.
+``proctor serve`` against direct calls, ``mitmdump`` in reverse-proxy mode and a
+minimal proxy on Proctor's own stack (the floor), all in one run against the same
+loopback upstream.
 
 Every process has its own interpreter: the upstream (a tiny ``aiohttp.web`` app), the
 gateway (``proctor serve`` itself, SQLite ledger, each decision durable before the call
@@ -26,10 +27,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import IO
+
+import aiohttp
+from aiohttp import web
+from starlette.types import Receive, Scope, Send
 
 from bench.report import REPO, Table, percentile, record
 from proctor.home import Home, init
@@ -41,12 +46,14 @@ BIN = Path(sys.executable).parent
 MITMDUMP_ENV = "PROCTOR_BENCH_MITMDUMP"
 MITMDUMP_FALLBACK = Path("/tmp/mitm/bin/mitmdump")
 """A separate venv: mitmproxy 11 pins cryptography and h11 below the project's."""
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 WARMUP = 300
 RUNS = ((1, 2_000), (32, 10_000))
 """(concurrency, requests) of each measured run."""
 ROUNDS = 10
 """Turns each path takes per concurrency, a tenth of its calls each."""
+TURN_WARMUP = 50
+"""Untimed calls that open each turn (at least four per connection): what is timed
+is a stream of calls, not a process waking from the other paths' turns."""
 RUN_SECONDS = 60.0
 """A measured run stops early after this long, and says how many calls it made."""
 MEMORY_CALLS = 100_000
@@ -103,10 +110,12 @@ class Endpoint:
 
 @dataclass(frozen=True)
 class Load:
-    """What one load generator run measured: latencies in ms, wall seconds, calls."""
+    """What one load generator run timed: latencies in ms, wall seconds, and the CPU
+    seconds the watched process spent meanwhile."""
 
     latencies: list[float]
     seconds: float
+    cpu_seconds: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -146,7 +155,8 @@ def gateway() -> None:
             token = _token(home)
             proctor = _serve(home, Path(folder) / "serve.log", token, processes)
             mitm = _mitm(mitmdump, port, processes)
-            runs = _measure([direct, proctor, mitm])
+            floor = _floor(port, processes)
+            runs = _measure([direct, proctor, mitm, floor])
             memory = _memory(proctor)
         finally:
             for process in reversed(processes):
@@ -181,6 +191,14 @@ def _mitm(
     return Endpoint("mitmdump", _url(port, ITEM), {}, process.pid)
 
 
+def _floor(upstream: int, processes: list[subprocess.Popen[bytes]]) -> Endpoint:
+    port = _free_port()
+    process = _start(["--floor", str(port), str(upstream)], port)
+    processes.append(process)
+
+    return Endpoint("floor", _url(port, ITEM), {}, process.pid)
+
+
 def _url(port: int, path: str) -> str:
     return f"http://127.0.0.1:{port}{path}"
 
@@ -204,12 +222,12 @@ def _rounds(paths: list[Endpoint], concurrency: int, count: int) -> list[Run]:
     # change in the machine's load falls on all of them alike.
     latencies: list[list[float]] = [[] for _ in paths]
     seconds, cpu = [0.0] * len(paths), [0.0] * len(paths)
+    warm = max(TURN_WARMUP, 4 * concurrency)
     for round_ in range(ROUNDS):
         for offset in range(len(paths)):
             number = (round_ + offset) % len(paths)
-            before = _cpu_seconds(paths[number].pid)
-            load = _load(paths[number], concurrency, count // ROUNDS)
-            cpu[number] += _cpu_seconds(paths[number].pid) - before
+            load = _load(paths[number], concurrency, count // ROUNDS, warm=warm)
+            cpu[number] += load.cpu_seconds
             latencies[number].extend(load.latencies)
             seconds[number] += load.seconds
 
@@ -235,13 +253,18 @@ def _memory(path: Endpoint) -> Memory:
 
 
 def _load(
-    path: Endpoint, concurrency: int, count: int, seconds: float = RUN_SECONDS
+    path: Endpoint,
+    concurrency: int,
+    count: int,
+    seconds: float = RUN_SECONDS,
+    *,
+    warm: int = 0,
 ) -> Load:
     # The load generator is its own process, so its event loop never waits on ours.
-    arguments = [path.url, str(concurrency), str(count), str(seconds)]
+    order = Order(path.url, path.headers, concurrency, count, seconds, warm, path.pid)
     answer = subprocess.run(
-        [sys.executable, "-m", "bench.http_gateway", "--load", *arguments],
-        input=json.dumps(path.headers).encode(),
+        [sys.executable, "-m", "bench.http_gateway", "--load"],
+        input=json.dumps(asdict(order)).encode(),
         capture_output=True,
         cwd=REPO,
         check=False,
@@ -250,54 +273,76 @@ def _load(
         raise SystemExit(f"the load generator failed on {path.name}: {answer.stderr!r}")
     found = json.loads(answer.stdout)
 
-    return Load(found["latencies"], found["seconds"])
+    return Load(found["latencies"], found["seconds"], found["cpu_seconds"])
 
 
-def generate_load(url: str, concurrency: int, count: int, seconds: float) -> None:
-    """Call ``url`` ``count`` times from ``concurrency`` workers; print JSON results.
+@dataclass(frozen=True)
+class Order:
+    """What the load generator is asked: ``warm`` untimed calls, then ``count``
+    timed ones (for ``seconds`` at most) from ``concurrency`` workers, and the CPU
+    process ``pid`` spends during the timed ones."""
 
-    Headers come as a JSON object on stdin. Raises SystemExit on any answer but 200.
+    url: str
+    headers: dict[str, str]
+    concurrency: int
+    count: int
+    seconds: float
+    warm: int
+    pid: int
+
+
+def generate_load() -> None:
+    """Carry out the Order read as JSON from stdin; print JSON results.
+
+    Raises SystemExit on any answer but 200.
     """
-    headers = json.loads(sys.stdin.read())
-    latencies, elapsed = asyncio.run(
-        _generate(url, headers, concurrency, count, seconds)
-    )
-    json.dump({"latencies": latencies, "seconds": elapsed}, sys.stdout)
+    order = Order(**json.loads(sys.stdin.read()))
+    json.dump(asyncio.run(_generate(order)), sys.stdout)
 
 
-async def _generate(
-    url: str, headers: dict[str, str], concurrency: int, count: int, seconds: float
-) -> tuple[list[float], float]:
-    import aiohttp
+async def _generate(order: Order) -> dict[str, object]:
+    connector = aiohttp.TCPConnector(limit=order.concurrency)
+    async with aiohttp.ClientSession(
+        connector=connector, headers=order.headers
+    ) as session:
+        await _calls(session, order, order.warm)
+        before, started = _cpu_seconds(order.pid), time.perf_counter()
+        latencies = await _calls(session, order, order.count)
+        elapsed = time.perf_counter() - started
+        cpu = _cpu_seconds(order.pid) - before
 
+    return {"latencies": latencies, "seconds": elapsed, "cpu_seconds": cpu}
+
+
+async def _calls(
+    session: aiohttp.ClientSession, order: Order, count: int
+) -> list[float]:
     latencies: list[float] = []
-    started = time.perf_counter()
-    deadline = started + seconds
-    connector = aiohttp.TCPConnector(limit=concurrency)
+    deadline = time.perf_counter() + order.seconds
 
-    async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
+    async def worker() -> None:
+        while len(latencies) < count and time.perf_counter() < deadline:
+            begun = time.perf_counter()
+            async with session.get(order.url) as response:
+                await response.read()
+                if response.status != 200:
+                    raise SystemExit(f"{order.url} answered {response.status}")
+            latencies.append((time.perf_counter() - begun) * 1000)
 
-        async def worker() -> None:
-            while len(latencies) < count and time.perf_counter() < deadline:
-                begun = time.perf_counter()
-                async with session.get(url) as response:
-                    await response.read()
-                    if response.status != 200:
-                        raise SystemExit(f"{url} answered {response.status}")
-                latencies.append((time.perf_counter() - begun) * 1000)
+    await asyncio.gather(*(worker() for _ in range(order.concurrency)))
 
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-
-    return latencies[:count], time.perf_counter() - started
+    return latencies[:count]
 
 
 # Reading /proc.
 
 
 def _cpu_seconds(pid: int) -> float:
-    # proc(5): utime and stime are fields 14 and 15, after the parenthesised name.
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    # proc(5): the first field of each thread's schedstat is its time on a CPU in
+    # nanoseconds, kept by the scheduler; utime and stime are only sampled at each
+    # clock tick, too coarse for a turn of a few hundred calls.
+    threads = Path(f"/proc/{pid}/task").glob("*/schedstat")
+    return sum(int(path.read_text().split()[0]) for path in threads) / 1e9
 
 
 def _status_mib(pid: int, field: str) -> float:
@@ -399,7 +444,6 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 def serve_upstream(port: int) -> None:
     """Answer ``GET /items/{item}`` with a small JSON body on a loopback port."""
-    from aiohttp import web
 
     async def item(request: web.Request) -> web.Response:
         body = {"id": request.match_info["item"], "name": "widget", "price": 1250}
@@ -408,6 +452,53 @@ def serve_upstream(port: int) -> None:
     app = web.Application()
     app.router.add_get("/items/{item}", item)
     web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+
+
+def serve_floor(port: int, upstream: int) -> None:
+    """Forward every GET to the upstream and back: uvicorn on httptools and uvloop,
+    an ``aiohttp`` client session, and nothing else (no decision, no ledger)."""
+    import uvicorn
+
+    base = f"http://127.0.0.1:{upstream}"
+    sessions: list[aiohttp.ClientSession] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send, sessions)
+            return
+        async with sessions[0].get(base + scope["path"]) as answer:
+            body = await answer.read()
+            headers = [
+                (name.lower().encode(), value.encode())
+                for name, value in answer.headers.items()
+            ]
+            start = {"type": "http.response.start", "status": answer.status}
+            await send({**start, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=port,
+        http="httptools",
+        loop="uvloop",
+        log_level="warning",
+        access_log=False,
+    )
+
+
+async def _lifespan(
+    receive: Receive, send: Send, sessions: list[aiohttp.ClientSession]
+) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            sessions.append(aiohttp.ClientSession(auto_decompress=False))
+            await send({"type": "lifespan.startup.complete"})
+        else:
+            await sessions[0].close()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
 
 
 def _verified(home: Home) -> int:
@@ -439,13 +530,20 @@ def _record(runs: list[Run], memory: Memory, recorded: int, mitm: str) -> None:
         "(SQLite ledger; each call authenticated, classified, decided by Cedar, its "
         "decision durable before forwarding, the vault's API key injected, the outcome "
         "recorded) at `/http/bench/items/42`; *mitmdump* is `mitmdump --mode "
-        "reverse:... -q`. Upstream, proxies and the `aiohttp` load generator each "
+        "reverse:... -q`; *floor* is a minimal proxy on the stack `proctor serve` runs "
+        "on (uvicorn on httptools and uvloop, an `aiohttp` client upstream) that only "
+        "forwards: what this machine, in this run, spends on proxying alone. "
+        "Upstream, proxies and the `aiohttp` load generator each "
         f"run in their own process. {WARMUP} warm-up calls per path, then per "
-        f"concurrency the three paths take {ROUNDS} turns each, in rotating order, "
-        "so that the machine's other load falls on all of them alike. CPU per call "
-        "is the proxy "
-        "process's utime+stime from `/proc/<pid>/stat` over the run divided by its "
-        "calls (for *direct*, the upstream's own). "
+        f"concurrency the paths take {ROUNDS} turns each, in rotating order, "
+        "so that the machine's other load falls on all of them alike; each turn "
+        f"opens with {TURN_WARMUP} untimed calls, or four per connection if that is "
+        "more, so "
+        "what is timed is a stream of calls, not a process waking from the seconds "
+        "of idleness the other paths' turns leave it. CPU per call is the proxy "
+        "process's time on a CPU over the timed calls (the sum of its threads' "
+        "`/proc/<pid>/task/*/schedstat`), divided by their number (for *direct*, the "
+        "upstream's own). "
         f"The ledger ({recorded:,} entries) verified afterwards.\n\n"
         + table.to_markdown()
         + "\n"
@@ -522,8 +620,9 @@ BENCHMARKS: dict[str, Callable[[], None]] = {"http.gateway": gateway}
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--upstream"]:
         serve_upstream(int(sys.argv[2]))
+    elif sys.argv[1:2] == ["--floor"]:
+        serve_floor(int(sys.argv[2]), int(sys.argv[3]))
     elif sys.argv[1:2] == ["--load"]:
-        url, concurrency, count, seconds = sys.argv[2:6]
-        generate_load(url, int(concurrency), int(count), float(seconds))
+        generate_load()
     else:
         gateway()
