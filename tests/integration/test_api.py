@@ -687,18 +687,9 @@ class TestServeCommand:
     def test_serves_on_loopback_and_stops_cleanly(self, home: Home) -> None:
         """proctor serve answers on 127.0.0.1, logs each request, and an interrupt
         stops it with exit 0."""
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        command = [str(Path(sys.executable).parent / "proctor"), "serve"]
-        server = subprocess.Popen(
-            [*command, "--home", str(home.path), "--port", str(port)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        server, base = _serve_command(home)
         try:
-            reply = _wait_for(f"http://127.0.0.1:{port}/v1/openapi.json")
+            reply = _wait_for(f"{base}/v1/openapi.json")
         finally:
             server.send_signal(signal.SIGINT)
             _, logged = server.communicate(timeout=30)
@@ -710,19 +701,10 @@ class TestServeCommand:
     def test_terminate_signs_what_was_recorded(self, home: Home) -> None:
         """SIGTERM stops proctor serve with exit 0 after it signs a last checkpoint
         over every entry, as an interrupt does."""
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        command = [str(Path(sys.executable).parent / "proctor"), "serve"]
-        server = subprocess.Popen(
-            [*command, "--home", str(home.path), "--port", str(port)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        server, base = _serve_command(home)
         try:
-            _wait_for(f"http://127.0.0.1:{port}/v1/openapi.json")
-            refused = httpx.get(f"http://127.0.0.1:{port}/http/none/x", timeout=5)
+            _wait_for(f"{base}/v1/openapi.json")
+            refused = httpx.get(f"{base}/http/none/x", timeout=5)
         finally:
             server.send_signal(signal.SIGTERM)
             _, logged = server.communicate(timeout=30)
@@ -736,6 +718,22 @@ class TestServeCommand:
         assert refused.status_code == 401
         assert latest is not None
         assert latest.size == size > int(refused.headers["proctor-entry"])
+
+
+def _serve_command(home: Home) -> tuple[subprocess.Popen[str], str]:
+    """Start `proctor serve` on a free loopback port; return it and its base URL."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [str(Path(sys.executable).parent / "proctor"), "serve"]
+    server = subprocess.Popen(
+        [*command, "--home", str(home.path), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    return server, f"http://127.0.0.1:{port}"
 
 
 def _wait_for(url: str) -> httpx.Response:
