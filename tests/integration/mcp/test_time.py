@@ -4,8 +4,15 @@ forwarded and recorded with its result's digest; a tool failure is recorded as o
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import re
+import select
+import signal
+import subprocess
+import time
+from typing import Any
 
 import httpx2
 import pytest
@@ -259,3 +266,74 @@ def proctor_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
         if record.name.startswith(("proctor.serve", "proctor.gateway"))
         and record.levelno >= logging.INFO
     ]
+
+
+class TestTerminatedBridge:
+    def test_sigterm_stops_the_bridge_once_its_entries_are_signed(
+        self, home: Home, open_task: Opener, runtime: Runtime
+    ) -> None:
+        """A client's SIGTERM, stdin still open, ends the bridge with exit 0 and a
+        checkpoint over every entry it wrote."""
+        agent = open_task("time.toml", agent="time-bot")
+        launch = bridge(home, "time", {"PROCTOR_TASK_TOKEN": agent.token})
+        with subprocess.Popen(
+            [launch.command, *launch.args],
+            env={**os.environ, **(launch.env or {})},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        ) as process:
+            try:
+                _ask(process, "initialize", INITIALIZE)
+                _tell(
+                    process, {"jsonrpc": "2.0", "method": "notifications/initialized"}
+                )
+                called = _ask(process, "tools/call", CURRENT_TIME)
+                process.send_signal(signal.SIGTERM)
+                code = process.wait(timeout=30)
+            finally:
+                if process.poll() is None:
+                    process.kill()
+            errors = process.stderr.read().decode() if process.stderr else ""
+        store = runtime.ledger.store
+        latest = store.latest_checkpoint()
+
+        assert code == 0, errors
+        assert not called["result"].get("isError")
+        assert latest is not None
+        assert latest.size == store.size() > called["result"]["_meta"][ENTRY_KEY]
+
+
+INITIALIZE = {
+    "protocolVersion": "2025-11-25",
+    "capabilities": {},
+    "clientInfo": {"name": "desktop-client", "version": "1.0"},
+}
+CURRENT_TIME = {"name": "get_current_time", "arguments": {"timezone": "UTC"}}
+
+
+def _tell(process: subprocess.Popen[bytes], message: dict[str, Any]) -> None:
+    assert process.stdin is not None
+    process.stdin.write(json.dumps(message).encode() + b"\n")
+    process.stdin.flush()
+
+
+def _ask(
+    process: subprocess.Popen[bytes], method: str, params: dict[str, Any]
+) -> dict[str, Any]:
+    """Send one request on the bridge's stdin and read lines until its answer."""
+    number = time.monotonic_ns()
+    _tell(process, {"jsonrpc": "2.0", "id": number, "method": method, "params": params})
+    assert process.stdout is not None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([process.stdout], [], [], 1.0)
+        if not ready:
+            continue
+        line = process.stdout.readline()
+        if not line:
+            break
+        message: dict[str, Any] = json.loads(line)
+        if message.get("id") == number:
+            return message
+    pytest.fail(f"the bridge did not answer {method}")

@@ -15,8 +15,11 @@ call. While it serves, descriptors 0 and 1 point at the null device and at stder
 so nothing else in the process can write on the wire, and both are put back after.
 
 A client stops the bridge by closing its stdin (and, two seconds later, SIGTERM).
-Nothing a kill interrupts can break the record: each decision was durable before
-its call went out, and each outcome is written as its answer goes back.
+SIGTERM ends the bridge as the end of stdin does: what it was relaying is
+cancelled, the downstream server is stopped and the caller closes the runtime,
+which signs a checkpoint over the last entries. Nothing a kill interrupts can
+break the record: each decision was durable before its call went out, and each
+outcome is written as its answer goes back.
 """
 
 from __future__ import annotations
@@ -25,9 +28,11 @@ import asyncio
 import fcntl
 import logging
 import os
+import signal
 import stat
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import cast
 
@@ -72,19 +77,41 @@ def environment_token(environ: Mapping[str, str]) -> Callable[[], str | None]:
 async def serve_stdio(
     pipeline: Pipeline, server: McpServer, token: Callable[[], str | None]
 ) -> None:
-    """Serve ``server``'s tools on this process's stdin and stdout until EOF.
+    """Serve ``server``'s tools on this process's stdin and stdout until EOF
+    or SIGTERM.
 
     Raises GatewayError when the downstream server cannot be started.
     """
     broker = Broker(pipeline, server)
-    async with connect(server, pipeline.secret) as downstream:
-        relay = Relay(broker, downstream)
-        try:
-            async with agent_streams() as (read, write):
-                await relay.serve(read, write, lambda _: token(), hears=True)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await broker.settle()
+    with anyio.CancelScope() as scope, _cancelled_on_terminate(scope):
+        async with connect(server, pipeline.secret) as downstream:
+            relay = Relay(broker, downstream)
+            try:
+                async with agent_streams() as (read, write):
+                    await relay.serve(read, write, lambda _: token(), hears=True)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await broker.settle()
+
+
+@contextmanager
+def _cancelled_on_terminate(scope: anyio.CancelScope) -> Iterator[None]:
+    # Signals reach only the main thread; elsewhere (a test's thread, an embedding
+    # application) whoever owns the process decides what SIGTERM does.
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, _terminated, scope)
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+
+
+def _terminated(scope: anyio.CancelScope) -> None:
+    log.info("terminated: stopping the bridge")
+    scope.cancel()
 
 
 @asynccontextmanager
