@@ -85,6 +85,47 @@ class TestIntactLedger:
         assert "OK: 0 entries" in result.out
 
 
+class TestSignedWithin:
+    def test_a_signed_ledger_passes_with_zero(self, filled: Home, cli: Cli) -> None:
+        """A ledger closed cleanly has every entry signed, so even 0 s passes."""
+        result = cli("verify", "--home", str(filled.path), "--signed-within", "0")
+        report = json.loads(cli("verify", "--home", str(filled.path), "--json").out)
+
+        assert result.code == 0, result.err
+        assert report["unsigned"] == 0
+        assert report["unsigned_since"] is None
+
+    def test_entries_left_unsigned_fail_and_are_named(
+        self, filled: Home, cli: Cli
+    ) -> None:
+        """With the last checkpoint gone, as when a signer stops signing, the
+        entries after the one before are unsigned: the verify itself passes, and
+        --signed-within fails once they are older than it allows."""
+        tamper(filled, f"DELETE FROM checkpoints WHERE size = {ENTRIES}")
+        plain = cli("verify", "--home", str(filled.path), "--json")
+        lenient = cli("verify", "--home", str(filled.path), "--signed-within", "3600")
+        strict = cli(
+            "verify", "--home", str(filled.path), "--signed-within", "0", "--json"
+        )
+        report, failure = json.loads(plain.out), json.loads(strict.out)
+        first = json.loads(body(filled, ENTRIES - 10))["time"]
+
+        assert plain.code == 0, plain.err
+        assert report["unsigned"] == 10
+        assert report["unsigned_since"].replace("+00:00", "Z") == first
+        assert lenient.code == 0, lenient.err
+        assert strict.code == 1
+        assert failure["ok"] is False
+        assert failure["index"] == ENTRIES - 10
+        assert "10 entries after the latest checkpoint" in failure["error"]
+
+    def test_a_negative_bound_is_refused(self, filled: Home, cli: Cli) -> None:
+        """A bound below zero is a usage error, not a pass."""
+        result = cli("verify", "--home", str(filled.path), "--signed-within", "-1")
+
+        assert result.code == 2
+
+
 class TestTamperIsCaught:
     def test_triggers_refuse_an_edit(self, filled: Home) -> None:
         """With its triggers in place the database itself refuses an edit."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import sys
 from contextlib import closing
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,7 +20,7 @@ from proctor.ledger import entries, merkle, proofs
 from proctor.ledger.checkpoint import open_checkpoint
 from proctor.ledger.note import Verifier
 from proctor.ledger.tiles import verify_tiles
-from proctor.ledger.verify import Report, verify_ledger
+from proctor.ledger.verify import Report, unsigned_since, verify_ledger
 
 proof_app = typer.Typer(
     help="Print inclusion and consistency proofs.", no_args_is_help=True
@@ -39,6 +40,7 @@ def b64(data: bytes) -> str:
 
 
 def verify_command(
+    *,
     home: HomeOption = None,
     tiles: Annotated[
         Path | None, typer.Option(help="Verify a tlog-tiles folder instead of a home.")
@@ -54,6 +56,14 @@ def verify_command(
         Path | None,
         typer.Option(help="A checkpoint kept outside the home that must still hold."),
     ] = None,
+    signed_within: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            help="Fail when an entry after the latest checkpoint was recorded more "
+            "than this many seconds ago (0: when any entry is unsigned).",
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Recompute every leaf, the tree and every checkpoint; exit 1 on a failure."""
@@ -62,7 +72,7 @@ def verify_command(
         if tiles is not None:
             result = _verify_tiles(tiles, key, trusted)
         else:
-            result = _verify_home(home, key, trusted)
+            result = _verify_home(home, key, trusted, signed_within)
     except VerifyError as exc:
         if as_json:
             emit_json(
@@ -84,6 +94,11 @@ def verify_command(
         f"{result['signed_size']}; {result['unsigned']} entries after it checked "
         "against stored hashes"
         + (
+            f" (the first recorded at {result['unsigned_since']})"
+            if result.get("unsigned_since")
+            else ""
+        )
+        + (
             f"; trusted checkpoint at size {result['trusted_size']} holds"
             if result["trusted_size"] is not None
             else ""
@@ -97,7 +112,10 @@ def verify_command(
 
 
 def _verify_home(
-    path: Path | None, key: str | None, trusted: bytes | None
+    path: Path | None,
+    key: str | None,
+    trusted: bytes | None,
+    signed_within: float | None = None,
 ) -> dict[str, Any]:
     home = locate(path)
     verifier = _verifier(key) if key else home.verifier()
@@ -105,9 +123,32 @@ def _verify_home(
         report = verify_ledger(
             store, [verifier], origin=home.config().ledger.origin, trusted=trusted
         )
+        since = unsigned_since(store, report)
+        if signed_within is not None:
+            _check_signed(report, since, signed_within)
         indexed = check_index(store)
 
-    return {**_summary(report), "indexed": indexed}
+    return {
+        **_summary(report),
+        "unsigned_since": since.isoformat() if since else None,
+        "indexed": indexed,
+    }
+
+
+def _check_signed(report: Report, since: datetime | None, within: float) -> None:
+    # Unsigned entries rest on stored hashes alone, which whoever can write the
+    # database can rewrite too; a signer that stopped signing leaves them so.
+    if since is None:
+        return
+    waited = (datetime.now(UTC) - since).total_seconds()
+    if waited > within:
+        raise VerifyError(
+            f"{report.unsigned} entries after the latest checkpoint (size "
+            f"{report.signed_size}) are unsigned; the first, entry "
+            f"{report.signed_size}, was recorded {waited:.1f} s ago, more than "
+            f"--signed-within {within:g} s",
+            index=report.signed_size,
+        )
 
 
 def _verifier(key: str) -> Verifier:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 import orjson
 
@@ -42,6 +43,19 @@ class Report:
     def unsigned(self) -> int:
         """Entries after the latest checkpoint: checked against stored hashes only."""
         return self.size - self.signed_size
+
+
+def unsigned_since(store: Store, report: Report) -> datetime | None:
+    """When the first entry after the latest checkpoint was recorded, or None when
+    every entry is signed; raises VerifyError when its time cannot be read."""
+    if report.unsigned <= 0:
+        return None
+    index = report.signed_size
+    try:
+        recorded = orjson.loads(store.entry(index))["time"]
+        return datetime.fromisoformat(recorded)
+    except (StoreError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise VerifyError(f"entry {index} has no readable time", index=index) from exc
 
 
 def verify_ledger(
