@@ -9,6 +9,7 @@ import hashlib
 import io
 import shutil
 import sqlite3
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,10 @@ import pytest
 from proctor import kinds
 from proctor.forensics import Forensics, Selection, build_query, export_jsonl
 from proctor.forensics.export import verify_jsonl
-from proctor.forensics.index import COLUMNS, TABLE, Index
+from proctor.forensics.index import ACTIONS, COLUMNS, TABLE, Index
 from proctor.gateway.pipeline import Call, Pipeline, Verdict
 from proctor.home import Home
+from proctor.ledger import entries
 from proctor.runtime import Runtime
 from proctor.tasks.people import Person
 from proctor.tasks.service import ScopeText
@@ -58,14 +60,18 @@ def corrupt_leaf(home: Home, index: int) -> None:
 
 
 def edit_index(home: Home, statement: str) -> None:
-    """Run SQL on the entry index table as anyone with write access could."""
+    """Run SQL on the entry index's tables (``{table}``, ``{actions}``) as anyone
+    with write access could."""
     ledger = home.config().ledger
     if ledger.database_url is None:
         with sqlite3.connect(home.ledger_db) as db:
-            db.execute(statement.format(table=TABLE))
+            db.execute(statement.format(table=TABLE, actions=ACTIONS))
         return
+    schema = f'"{ledger.database_schema}"'
     with psycopg.connect(ledger.database_url, autocommit=True) as db:
-        db.execute(statement.format(table=f'"{ledger.database_schema}".{TABLE}'))
+        db.execute(
+            statement.format(table=f"{schema}.{TABLE}", actions=f"{schema}.{ACTIONS}")
+        )
 
 
 def call(action: str, context: dict[str, Any], *, approval: str | None = None) -> Call:
@@ -402,6 +408,34 @@ class TestCommands:
         assert invented.code == 1
         assert "a row for entry 100000 that no entry gives" in invented.err
         assert repaired.code == 0, "proctor reindex rebuilds the index"
+
+    def test_verify_checks_the_list_of_actions(self, story: Story, cli: Cli) -> None:
+        """Searches find an action by its short name through the index's list of
+        actions: an action taken off the list, which would hide every payment from
+        `find --action CreatePayment`, or one put on it, fails `proctor verify`."""
+        home = str(story.home.path)
+        cli("breaches", "--home", home)
+        edit_index(story.home, f"DELETE FROM {{actions}} WHERE action = '{PAY}'")
+        hidden = cli("verify", "--home", home)
+        found = cli("find", "--home", home, "--action", "CreatePayment")
+        cli("reindex", "--home", home)
+        edit_index(
+            story.home,
+            "INSERT INTO {actions} (action) VALUES ('Payments::Action::\"Refund\"')",
+        )
+        invented = cli("verify", "--home", home)
+        cli("reindex", "--home", home)
+        repaired = cli("verify", "--home", home)
+        with closing(story.home.open_store()) as store:
+            actions = [entries.decode(data).get("action") for data in store.entries()]
+        first = actions.index(PAY)
+
+        assert "no action in the ledger is named CreatePayment" in found.err
+        assert hidden.code == 1
+        assert f"lacks {PAY}, first named by entry {first}" in hidden.err
+        assert invented.code == 1
+        assert 'names Payments::Action::"Refund"' in invented.err
+        assert repaired.code == 0, repaired.err
 
     def test_trace_unknown_task_fails(self, story: Story, cli: Cli) -> None:
         """Tracing a task no entry names exits 1 and says so."""

@@ -52,6 +52,7 @@ COLUMNS = (
 """The row of one entry. ``initiator`` is the task's user (``user`` is reserved in
 PostgreSQL); ``refers`` is the entry this one is about: the decision of a completion,
 a breach or an approval request, the breach of a quarantine."""
+ACTION = COLUMNS.index("action")
 
 _SECONDARY = (
     ("entry_index_task", "task, idx", ""),
@@ -424,18 +425,23 @@ class Index:
                 index=store.size(),
             )
         floor = 0
+        seen: dict[str, int] = {}
         for start in range(0, applied, CHUNK):
             end = min(applied, start + CHUNK)
             stored = self._rows(start, end)
             for data in store.entries(start, end):
                 entry = entries.decode(data)
                 index = int(entry["index"])
-                _compare(index, index_row(entry, floor), stored.pop(index, None))
+                row = index_row(entry, floor)
+                _compare(index, row, stored.pop(index, None))
                 floor = max(floor, micros(str(entry["time"])))
+                if row[ACTION] is not None:
+                    seen.setdefault(str(row[ACTION]), index)
             _refuse_extra(stored)
         # A catch-up may have committed since: its rows are new, not forged; every
         # row past what the index now says it holds is.
         _refuse_extra(self._rows(max(applied, self.applied()), None))
+        _compare_actions(seen, self.actions())
 
         return applied
 
@@ -611,6 +617,25 @@ def _compare(
         ]
         problem = f"was changed ({', '.join(changed)}), so searches misreport it"
     raise VerifyError(f"the entry index's row for entry {index} {problem}", index=index)
+
+
+def _compare_actions(seen: Mapping[str, int], listed: Sequence[str]) -> None:
+    # Searches by an action's short name look it up in the list of actions first:
+    # one missing from it hides every entry of that action.
+    missing = sorted(set(seen) - set(listed), key=seen.__getitem__)
+    if missing:
+        index = seen[missing[0]]
+        raise VerifyError(
+            f"the entry index's list of actions lacks {missing[0]}, first named by "
+            f"entry {index}, so searches by its name cannot find it",
+            index=index,
+        )
+    extra = sorted(set(listed) - set(seen))
+    if extra:
+        raise VerifyError(
+            f"the entry index's list of actions names {extra[0]}, which no "
+            "indexed entry gives"
+        )
 
 
 def _refuse_extra(rows: Mapping[int, tuple[object, ...]]) -> None:
