@@ -20,6 +20,7 @@ from proctor.ledger.note import Signer
 from .conftest import Cli
 
 ENTRIES = 50
+FUTURE = "2099-01-01T00:00:00.000000Z"
 
 
 @pytest.fixture
@@ -50,6 +51,34 @@ def tamper(home: Home, *statements: str, keep_triggers: bool = False) -> None:
         db.execute(statement)
     db.commit()
     db.close()
+
+
+def rewrite(home: Home, index: int, edited: str) -> None:
+    """Replace one entry and recompute every stored hash to match, as an attacker
+    who knows the tree would."""
+    bodies = [body(home, number).encode() for number in range(home_size(home))]
+    bodies[index] = edited.encode()
+    edge = merkle.CompactRange()
+    rewritten = [
+        node for data in bodies for node in edge.append(merkle.leaf_hash(data))
+    ]
+    tamper(
+        home,
+        f"UPDATE entries SET body = CAST('{edited}' AS BLOB) WHERE idx = {index}",
+        *(
+            f"UPDATE nodes SET hash = x'{digest.hex()}' "
+            f"WHERE level = {level} AND idx = {number}"
+            for level, number, digest in rewritten
+        ),
+    )
+
+
+def home_size(home: Home) -> int:
+    db = sqlite3.connect(home.ledger_db)
+    (size,) = db.execute("SELECT count(*) FROM entries").fetchone()
+    db.close()
+
+    return int(size)
 
 
 def body(home: Home, index: int) -> str:
@@ -117,7 +146,63 @@ class TestSignedWithin:
         assert strict.code == 1
         assert failure["ok"] is False
         assert failure["index"] == ENTRIES - 10
-        assert "10 entries after the latest checkpoint" in failure["error"]
+        assert (
+            "no signed checkpoint covers 10 entries from entry 40" in failure["error"]
+        )
+
+    def test_a_time_ahead_of_the_clock_is_not_trusted(
+        self, filled: Home, cli: Cli
+    ) -> None:
+        """An unsigned entry's time is unsigned too: one rewritten into the future
+        (hashes recomputed) would make a stale tail look fresh, so it fails."""
+        first = ENTRIES - 10
+        tamper(filled, f"DELETE FROM checkpoints WHERE size = {ENTRIES}")
+        recorded = json.loads(body(filled, first))["time"]
+        rewrite(filled, first, body(filled, first).replace(recorded, FUTURE))
+        plain = cli("verify", "--home", str(filled.path))
+        bounded = cli("verify", "--home", str(filled.path), "--signed-within", "3600")
+
+        assert plain.code == 0, plain.err
+        assert bounded.code == 1
+        assert f"entry {first}, which claims to be recorded" in bounded.err
+
+    def test_a_time_without_its_offset_fails_the_bound(
+        self, filled: Home, cli: Cli
+    ) -> None:
+        """A time that names no offset cannot be compared: the bound fails, plainly."""
+        first = ENTRIES - 10
+        tamper(filled, f"DELETE FROM checkpoints WHERE size = {ENTRIES}")
+        recorded = json.loads(body(filled, first))["time"]
+        rewrite(filled, first, body(filled, first).replace(recorded, recorded[:-1]))
+        bounded = cli("verify", "--home", str(filled.path), "--signed-within", "3600")
+
+        assert bounded.code == 1
+        assert f"entry {first}, which has no readable time" in bounded.err
+        assert "Traceback" not in bounded.err
+
+    def test_a_trusted_checkpoint_covers_entries(
+        self, filled: Home, cli: Cli, tmp_path: Path
+    ) -> None:
+        """Entries a checkpoint kept outside the home covers are signed, even when
+        the home lost that checkpoint."""
+        kept = tmp_path / "kept.note"
+        kept.write_bytes(cli("checkpoint", "--home", str(filled.path)).out.encode())
+        tamper(filled, f"DELETE FROM checkpoints WHERE size = {ENTRIES}")
+        home, trusted = str(filled.path), str(kept)
+        result = cli(
+            "verify",
+            "--home",
+            home,
+            "--trusted-checkpoint",
+            trusted,
+            "--json",
+            "--signed-within",
+            "0",
+        )
+        report = json.loads(result.out)
+
+        assert result.code == 0, result.err
+        assert (report["signed_size"], report["unsigned"]) == (ENTRIES - 10, 0)
 
     def test_a_negative_bound_is_refused(self, filled: Home, cli: Cli) -> None:
         """A bound below zero is a usage error, not a pass."""
@@ -167,27 +252,26 @@ class TestTamperIsCaught:
     ) -> None:
         """An edit with every stored hash recomputed to match still fails the root
         that was signed."""
-        edited = body(filled, 17).replace('"amount":1700', '"amount":1000000')
-        bodies = [body(filled, index).encode() for index in range(ENTRIES)]
-        bodies[17] = edited.encode()
-        edge = merkle.CompactRange()
-        rewritten = [
-            node for data in bodies for node in edge.append(merkle.leaf_hash(data))
-        ]
-        tamper(
-            filled,
-            f"UPDATE entries SET body = CAST('{edited}' AS BLOB) WHERE idx = 17",
-            *(
-                f"UPDATE nodes SET hash = x'{digest.hex()}' "
-                f"WHERE level = {level} AND idx = {index}"
-                for level, index, digest in rewritten
-            ),
+        rewrite(
+            filled, 17, body(filled, 17).replace('"amount":1700', '"amount":1000000')
         )
         result = cli("verify", "--home", str(filled.path))
 
         assert result.code == 1
         assert "checkpoint at size 20" in result.err
         assert "[10, 20)" in result.err
+
+    def test_entry_stored_as_text(self, filled: Home, cli: Cli) -> None:
+        """An entry stored as text, past the table's own check, is named."""
+        tamper(
+            filled,
+            "PRAGMA ignore_check_constraints = ON",
+            "UPDATE entries SET body = CAST(body AS TEXT) WHERE idx = 5",
+        )
+        result = cli("verify", "--home", str(filled.path))
+
+        assert result.code == 1
+        assert "entry 5 is stored as str, not bytes" in result.err
 
     def test_deleted_entry(self, filled: Home, cli: Cli) -> None:
         """A deleted entry is named by the position it leaves empty."""

@@ -22,6 +22,10 @@ from proctor.ledger.note import Verifier
 from proctor.ledger.tiles import verify_tiles
 from proctor.ledger.verify import Report, unsigned_since, verify_ledger
 
+CLOCK_SKEW = 60.0
+"""Seconds an entry's time may run ahead of this machine's clock (another writer's
+clock) before --signed-within counts it as false."""
+
 proof_app = typer.Typer(
     help="Print inclusion and consistency proofs.", no_args_is_help=True
 )
@@ -91,8 +95,8 @@ def verify_command(
     out.print(f"OK: {result['size']} entries verified, root {result['root']}")
     err.print(
         f"{result['checkpoints']} checkpoints verified; latest signed size "
-        f"{result['signed_size']}; {result['unsigned']} entries after it checked "
-        "against stored hashes"
+        f"{result['signed_size']}; {_entries(result['unsigned'])} no signature "
+        "covers, checked against stored hashes"
         + (
             f" (the first recorded at {result['unsigned_since']})"
             if result.get("unsigned_since")
@@ -137,18 +141,29 @@ def _verify_home(
 
 def _check_signed(report: Report, since: datetime | None, within: float) -> None:
     # Unsigned entries rest on stored hashes alone, which whoever can write the
-    # database can rewrite too; a signer that stopped signing leaves them so.
-    if since is None:
+    # database can rewrite too, times included: a signer that stopped leaves them
+    # so. A time ahead of this clock, or none, is not taken on trust.
+    if report.unsigned <= 0:
         return
-    waited = (datetime.now(UTC) - since).total_seconds()
-    if waited > within:
-        raise VerifyError(
-            f"{report.unsigned} entries after the latest checkpoint (size "
-            f"{report.signed_size}) are unsigned; the first, entry "
-            f"{report.signed_size}, was recorded {waited:.1f} s ago, more than "
-            f"--signed-within {within:g} s",
-            index=report.signed_size,
-        )
+    seconds = (datetime.now(UTC) - since).total_seconds() if since else None
+    if seconds is not None and within > 0 and -CLOCK_SKEW <= seconds <= within:
+        return
+    if seconds is None:
+        waited = "has no readable time"
+    elif seconds < 0:
+        waited = f"claims to be recorded {-seconds:.1f} s from now"
+    else:
+        waited = f"was recorded {seconds:.1f} s ago"
+    first = report.covered
+    raise VerifyError(
+        f"no signed checkpoint covers {_entries(report.unsigned)} from entry "
+        f"{first}, which {waited}; --signed-within allows {within + 0:g} s",
+        index=first,
+    )
+
+
+def _entries(count: int) -> str:
+    return f"{count} entry" if count == 1 else f"{count} entries"
 
 
 def _verifier(key: str) -> Verifier:
@@ -189,6 +204,7 @@ def _verify_tiles(
         "checkpoints": 1,
         "signed_size": checkpoint.size,
         "unsigned": 0,
+        "unsigned_since": None,
         "trusted_size": trusted_size,
     }
 

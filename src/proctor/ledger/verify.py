@@ -40,22 +40,32 @@ class Report:
     trusted_size: int | None
 
     @property
+    def covered(self) -> int:
+        """How many entries a signature covers: a stored or the trusted checkpoint."""
+        return max(self.signed_size, self.trusted_size or 0)
+
+    @property
     def unsigned(self) -> int:
-        """Entries after the latest checkpoint: checked against stored hashes only."""
-        return self.size - self.signed_size
+        """Entries no signature covers: checked against stored hashes only."""
+        return self.size - self.covered
 
 
 def unsigned_since(store: Store, report: Report) -> datetime | None:
-    """When the first entry after the latest checkpoint was recorded, or None when
-    every entry is signed; raises VerifyError when its time cannot be read."""
+    """When the first entry no signature covers says it was recorded.
+
+    None when every entry is covered, or when that entry's time is not an RFC 3339
+    time with its offset. The time is the entry's own, and unsigned like the rest.
+    """
     if report.unsigned <= 0:
         return None
-    index = report.signed_size
     try:
-        recorded = orjson.loads(store.entry(index))["time"]
-        return datetime.fromisoformat(recorded)
-    except (StoreError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise VerifyError(f"entry {index} has no readable time", index=index) from exc
+        recorded = datetime.fromisoformat(
+            orjson.loads(store.entry(report.covered))["time"]
+        )
+    except (StoreError, orjson.JSONDecodeError, LookupError, TypeError, ValueError):
+        return None
+
+    return recorded if recorded.tzinfo is not None else None
 
 
 def verify_ledger(
@@ -236,6 +246,11 @@ def _stream(store: Store) -> Iterator[tuple[int, bytes]]:
     position = 0
     try:
         for data in store.entries():
+            if not isinstance(data, bytes):
+                raise VerifyError(
+                    f"entry {position} is stored as {type(data).__name__}, not bytes",
+                    index=position,
+                )
             yield position, data
             position += 1
     except StoreError as exc:
