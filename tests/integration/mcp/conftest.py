@@ -1,8 +1,8 @@
 """Fixtures for the MCP gateway against real MCP servers from PyPI and the official
 client: a home whose proctor.toml configures mcp-server-time, mcp-server-git on a
-real repository and the tests' echo server; tasks with tokens; the Streamable HTTP
-door served by uvicorn on a loopback port; and the stdio bridge launched as a
-subprocess, as a desktop client launches it."""
+real repository and the tests' echo server (once more as a server slow to stop);
+tasks with tokens; the Streamable HTTP door served by uvicorn on a loopback port;
+and the stdio bridge launched as a subprocess, as a desktop client launches it."""
 
 from __future__ import annotations
 
@@ -125,11 +125,17 @@ command = "{python}"
 args = ["{echo}", "ECHO_SECRET"]
 env = {{ ECHO_MODE = "plain", ECHO_LOG = "{echo_log}" }}
 credentials = [{{ secret = "echo.ECHO_SECRET", style = "env", name = "ECHO_SECRET" }}]
+
+[mcp.servers.stubborn]
+command = "{python}"
+args = ["{echo}"]
+env = {{ ECHO_STUBBORN = "{stubborn}" }}
+namespace = "mcp::echo"
 """
 
 
 def mcp_home(path: Path, repo: Path, work: Path) -> Home:
-    """A home with the MCP test policies and the four servers configured."""
+    """A home with the MCP test policies and the test servers configured."""
     home = init(Home(path), origin="proctor.test/mcp")
     for source in (ASSETS / "org").iterdir():
         shutil.copy(source, home.policies / source.name)
@@ -140,6 +146,7 @@ def mcp_home(path: Path, repo: Path, work: Path) -> Home:
         python=sys.executable,
         echo=ECHO,
         echo_log=echo_calls(home),
+        stubborn=stubborn_marker(home),
     )
     with home.config_file.open("a", encoding="utf-8") as config:
         config.write(text)
@@ -149,6 +156,11 @@ def mcp_home(path: Path, repo: Path, work: Path) -> Home:
 def echo_calls(home: Home) -> Path:
     """The file where the echo server notes every call it receives."""
     return home.path.parent / "echo-calls.jsonl"
+
+
+def stubborn_marker(home: Home) -> Path:
+    """Where the stubborn echo server writes its process id once told to stop."""
+    return home.path.parent / "stubborn.pid"
 
 
 def received_by_echo(home: Home) -> list[dict[str, Any]]:

@@ -7,7 +7,9 @@ arguments. Some texts ask for more: ``leak`` puts the variable's value itself in
 the answer (a misbehaving server), ``progress`` reports progress twice before
 answering, and one starting with ``slow`` answers after a pause, so that calls
 overlap. With ``ECHO_LOG`` set, every call the server receives is appended to
-that file as a JSON line.
+that file as a JSON line. With ``ECHO_STUBBORN`` set, the server is slow to stop:
+once its stdin closes it writes its process id to that file, ignores SIGTERM and
+lingers for a minute.
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -78,6 +83,14 @@ async def main() -> None:
     )
     async with stdio_server() as (read, write):
         await server.run(read, write, server.create_initialization_options())
+    if os.environ.get("ECHO_STUBBORN"):
+        linger(Path(os.environ["ECHO_STUBBORN"]))
+
+
+def linger(marker: Path) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    marker.write_text(str(os.getpid()), encoding="utf-8")
+    time.sleep(60)
 
 
 if __name__ == "__main__":

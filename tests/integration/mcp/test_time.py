@@ -12,6 +12,7 @@ import select
 import signal
 import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -34,6 +35,7 @@ from .conftest import (
     over_http,
     refusal,
     run,
+    stubborn_marker,
 )
 
 pytestmark = pytest.mark.slow
@@ -269,11 +271,12 @@ def proctor_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 
 class TestTerminatedBridge:
-    def test_sigterm_stops_the_bridge_once_its_entries_are_signed(
-        self, home: Home, open_task: Opener, runtime: Runtime
+    @pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGHUP])
+    def test_a_signal_stops_the_bridge_once_its_entries_are_signed(
+        self, home: Home, open_task: Opener, runtime: Runtime, number: signal.Signals
     ) -> None:
-        """A client's SIGTERM, stdin still open, ends the bridge with exit 0 and a
-        checkpoint over every entry it wrote."""
+        """A client's SIGTERM, or a closed terminal's SIGHUP, stdin still open, ends
+        the bridge with exit 0 and a checkpoint over every entry it wrote."""
         agent = open_task("time.toml", agent="time-bot")
         launch = bridge(home, "time", {"PROCTOR_TASK_TOKEN": agent.token})
         with subprocess.Popen(
@@ -289,7 +292,7 @@ class TestTerminatedBridge:
                     process, {"jsonrpc": "2.0", "method": "notifications/initialized"}
                 )
                 called = _ask(process, "tools/call", CURRENT_TIME)
-                process.send_signal(signal.SIGTERM)
+                process.send_signal(number)
                 code = process.wait(timeout=30)
             finally:
                 if process.poll() is None:
@@ -303,6 +306,45 @@ class TestTerminatedBridge:
         assert latest is not None
         assert latest.size == store.size() > called["result"]["_meta"][ENTRY_KEY]
 
+    def test_entries_are_signed_before_a_slow_downstream_is_stopped(
+        self, home: Home, open_task: Opener, runtime: Runtime
+    ) -> None:
+        """A client kills a bridge that has not ended a few seconds after its
+        stdin closed; a downstream slow to stop must not keep the bridge's last
+        entries unsigned until then. By the time the downstream is told to stop,
+        a checkpoint covers every entry."""
+        marker = stubborn_marker(home)
+        marker.unlink(missing_ok=True)
+        agent = open_task("echo.toml", agent="echo-bot")
+        launch = bridge(home, "stubborn", {"PROCTOR_TASK_TOKEN": agent.token})
+        downstream: int | None = None
+        with subprocess.Popen(
+            [launch.command, *launch.args],
+            env={**os.environ, **(launch.env or {})},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        ) as process:
+            try:
+                _ask(process, "initialize", INITIALIZE)
+                _tell(
+                    process, {"jsonrpc": "2.0", "method": "notifications/initialized"}
+                )
+                called = _ask(process, "tools/call", LAST_WORDS)
+                assert process.stdin is not None
+                process.stdin.close()
+                downstream = _told_to_stop(marker)
+                store = runtime.ledger.store
+                latest, size = store.latest_checkpoint(), store.size()
+            finally:
+                process.kill()
+                if downstream is not None:
+                    os.kill(downstream, signal.SIGKILL)
+
+        assert not called["result"].get("isError")
+        assert latest is not None
+        assert latest.size == size > called["result"]["_meta"][ENTRY_KEY]
+
 
 INITIALIZE = {
     "protocolVersion": "2025-11-25",
@@ -310,12 +352,23 @@ INITIALIZE = {
     "clientInfo": {"name": "desktop-client", "version": "1.0"},
 }
 CURRENT_TIME = {"name": "get_current_time", "arguments": {"timezone": "UTC"}}
+LAST_WORDS = {"name": "echo", "arguments": {"text": "last words"}}
 
 
 def _tell(process: subprocess.Popen[bytes], message: dict[str, Any]) -> None:
     assert process.stdin is not None
     process.stdin.write(json.dumps(message).encode() + b"\n")
     process.stdin.flush()
+
+
+def _told_to_stop(marker: Path) -> int:
+    """Wait until the stubborn server has seen its stdin close; return its pid."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if marker.exists() and marker.read_text(encoding="utf-8"):
+            return int(marker.read_text(encoding="utf-8"))
+        time.sleep(0.01)
+    pytest.fail("the bridge never stopped its downstream server")
 
 
 def _ask(

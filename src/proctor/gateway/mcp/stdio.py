@@ -14,12 +14,13 @@ of a worker thread per line read and written, which costs about a millisecond a
 call. While it serves, descriptors 0 and 1 point at the null device and at stderr,
 so nothing else in the process can write on the wire, and both are put back after.
 
-A client stops the bridge by closing its stdin (and, two seconds later, SIGTERM).
-SIGTERM ends the bridge as the end of stdin does: what it was relaying is
-cancelled, the downstream server is stopped and the caller closes the runtime,
-which signs a checkpoint over the last entries. Nothing a kill interrupts can
-break the record: each decision was durable before its call went out, and each
-outcome is written as its answer goes back.
+A client stops the bridge by closing its stdin (and, two seconds later, SIGTERM;
+later still, SIGKILL). SIGTERM, or SIGHUP, ends the bridge as the end of stdin
+does: what it was relaying is cancelled, the outcomes under way are written, a
+checkpoint is signed over the last entries, and only then is the downstream
+server stopped, since a server slow to stop could outlast the client's patience.
+Nothing a kill interrupts can break the record: each decision was durable before
+its call went out, and each outcome is written as its answer goes back.
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ TOKEN_ENV = "PROCTOR_TASK_TOKEN"  # noqa: S105 - a variable name, not a token
 TOKEN_FILE_ENV = "PROCTOR_TASK_TOKEN_FILE"  # noqa: S105 - a variable name
 MAX_LINE = 64 * 1024 * 1024
 """Bytes one message may take on stdin."""
+ENDING = (signal.SIGTERM, signal.SIGHUP)
+"""Signals that end the bridge as the end of stdin does: a client's stop, and the
+terminal it ran in going away."""
 
 
 def environment_token(environ: Mapping[str, str]) -> Callable[[], str | None]:
@@ -92,6 +96,9 @@ async def serve_stdio(
             finally:
                 with anyio.CancelScope(shield=True):
                     await broker.settle()
+                    # Sign before stopping the downstream, which may be slow to go
+                    # while the client's kill is already on its way.
+                    await pipeline.seal()
 
 
 @contextmanager
@@ -102,15 +109,17 @@ def _cancelled_on_terminate(scope: anyio.CancelScope) -> Iterator[None]:
         yield
         return
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, _terminated, scope)
+    for number in ENDING:
+        loop.add_signal_handler(number, _terminated, scope, number)
     try:
         yield
     finally:
-        loop.remove_signal_handler(signal.SIGTERM)
+        for number in ENDING:
+            loop.remove_signal_handler(number)
 
 
-def _terminated(scope: anyio.CancelScope) -> None:
-    log.info("terminated: stopping the bridge")
+def _terminated(scope: anyio.CancelScope, number: signal.Signals) -> None:
+    log.info("%s: stopping the bridge", number.name)
     scope.cancel()
 
 
