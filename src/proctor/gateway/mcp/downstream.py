@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -436,24 +436,49 @@ async def connect(server: McpServer, secret: Secret) -> AsyncIterator[Downstream
     to, and VaultError when one of its credentials is missing.
     """
     parts = outbound(server, secret)
-    async with AsyncExitStack() as stack:
-        try:
-            opened = _transport(server, parts, stack)
-            read, write = await stack.enter_async_context(opened)
-        # The SDK raises whatever its transport raises (OSError, httpx2 errors,
-        # groups of them): all mean the server cannot be reached.
-        except Exception as exc:
-            raise GatewayError(
-                f"cannot open mcp server {server.name}: {type(exc).__name__}"
-            ) from exc
-        link = Downstream(server, write)
-        reader = asyncio.ensure_future(link.read(read))
-        try:
-            await link.negotiate()
-            yield link
-        finally:
-            reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
+    try:
+        async with AsyncExitStack() as stack:
+            try:
+                opened = _transport(server, parts, stack)
+                read, write = await stack.enter_async_context(opened)
+            # The SDK raises whatever its transport raises (OSError, httpx2 errors,
+            # groups of them): all mean the server cannot be reached.
+            except Exception as exc:
+                raise GatewayError(
+                    f"cannot open mcp server {server.name}: {type(exc).__name__}"
+                ) from exc
+            link = Downstream(server, write)
+            reader = asyncio.ensure_future(link.read(read))
+            try:
+                await link.negotiate()
+                yield link
+            finally:
+                reader.cancel()
+                await asyncio.gather(reader, return_exceptions=True)
+    except BaseExceptionGroup as group:
+        # The transport's task group wraps what crosses it, such as a server that
+        # exits before it answers: one GatewayError is said as itself.
+        sole = _sole_gateway_error(group)
+        if sole is None:
+            raise
+        raise sole from None
+
+
+def _sole_gateway_error(
+    group: BaseExceptionGroup[BaseException],
+) -> GatewayError | None:
+    errors = list(_leaves(group))
+    if len(errors) == 1 and isinstance(errors[0], GatewayError):
+        return errors[0]
+    return None
+
+
+def _leaves(error: BaseException) -> Iterator[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield error
 
 
 def _transport(
