@@ -21,7 +21,7 @@ import pytest
 from proctor import kinds
 from proctor.forensics import Forensics, Selection, build_query, export_jsonl
 from proctor.forensics.export import verify_jsonl
-from proctor.forensics.index import ACTIONS, COLUMNS, TABLE, Index
+from proctor.forensics.index import ACTIONS, COLUMNS, STATE, TABLE, Index
 from proctor.gateway.pipeline import Call, Pipeline, Verdict
 from proctor.home import Home
 from proctor.ledger import entries
@@ -60,17 +60,18 @@ def corrupt_leaf(home: Home, index: int) -> None:
 
 
 def edit_index(home: Home, statement: str) -> None:
-    """Run SQL on the entry index's tables (``{table}``, ``{actions}``) as anyone
-    with write access could."""
+    """Run SQL on the entry index's tables (``{table}``, ``{actions}``, ``{state}``)
+    as anyone with write access could."""
     ledger = home.config().ledger
+    names = {"table": TABLE, "actions": ACTIONS, "state": STATE}
     if ledger.database_url is None:
         with sqlite3.connect(home.ledger_db) as db:
-            db.execute(statement.format(table=TABLE, actions=ACTIONS))
+            db.execute(statement.format(**names))
         return
     schema = f'"{ledger.database_schema}"'
     with psycopg.connect(ledger.database_url, autocommit=True) as db:
         db.execute(
-            statement.format(table=f"{schema}.{TABLE}", actions=f"{schema}.{ACTIONS}")
+            statement.format(**{key: f"{schema}.{name}" for key, name in names.items()})
         )
 
 
@@ -436,6 +437,51 @@ class TestCommands:
         assert invented.code == 1
         assert 'names Payments::Action::"Refund"' in invented.err
         assert repaired.code == 0, repaired.err
+
+    def test_verify_refuses_rows_below_the_first_entry(
+        self, story: Story, cli: Cli
+    ) -> None:
+        """A row at index -1, later than every entry, would end every search with
+        an --until bound before the first entry: verify names it."""
+        home = str(story.home.path)
+        cli("breaches", "--home", home)
+        edit_index(
+            story.home,
+            "INSERT INTO {table} (idx, time_us, type, breach) "
+            "SELECT -1, max(time_us) + 1, 'call.completed', 0 FROM {table}",
+        )
+        forged = cli("verify", "--home", home)
+        cli("reindex", "--home", home)
+        repaired = cli("verify", "--home", home)
+
+        assert forged.code == 1
+        assert "a row for entry -1 that no entry gives" in forged.err
+        assert repaired.code == 0, repaired.err
+
+    def test_verify_notices_rows_without_their_state(
+        self, story: Story, cli: Cli
+    ) -> None:
+        """The index's state says how many entries its rows cover; without it the
+        check would have nothing to go by. Verify says so, and the next search
+        folds every entry again instead of failing on the rows left behind."""
+        home = str(story.home.path)
+        cli("breaches", "--home", home)
+        edit_index(
+            story.home,
+            f"UPDATE {{table}} SET agent = 'other' WHERE idx = {story.breach}",
+        )
+        edit_index(story.home, "DROP TABLE {state}")
+        orphaned = cli("verify", "--home", home)
+        searched = cli("breaches", "--home", home, "--json")
+        rebuilt = cli("verify", "--home", home)
+
+        assert orphaned.code == 1
+        assert "rows without the state" in orphaned.err
+        assert searched.code == 1, searched.err
+        results = orjson.loads(searched.out)["results"]
+        assert story.breach in [found["index"] for found in results]
+        assert rebuilt.code == 0, rebuilt.err
+        assert "the entry index agrees" in rebuilt.err
 
     def test_trace_unknown_task_fails(self, story: Story, cli: Cli) -> None:
         """Tracing a task no entry names exits 1 and says so."""

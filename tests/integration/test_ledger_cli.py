@@ -180,6 +180,29 @@ class TestSignedWithin:
         assert f"entry {first}, which has no readable time" in bounded.err
         assert "Traceback" not in bounded.err
 
+    def test_an_unreadable_time_fails_the_index_check_plainly(
+        self, filled: Home, cli: Cli
+    ) -> None:
+        """An unsigned entry rewritten, hashes and all, with a time no writer of
+        Proctor's gives, once the entry index holds it: verify fails, naming the
+        entry, in text and in JSON, with no traceback."""
+        last = ENTRIES - 1
+        tamper(filled, f"DELETE FROM checkpoints WHERE size = {ENTRIES}")
+        assert cli("find", "--home", str(filled.path)).code == 0
+        recorded = json.loads(body(filled, last))["time"]
+        rewrite(filled, last, body(filled, last).replace(recorded, "garbage"))
+        plain = cli("verify", "--home", str(filled.path))
+        report = cli("verify", "--home", str(filled.path), "--json")
+        failure = json.loads(report.out)
+
+        assert plain.code == 1
+        assert f"entry {last} cannot be indexed" in plain.err
+        assert "has no readable time: 'garbage'" in plain.err
+        assert "Traceback" not in plain.err + report.err
+        assert report.code == 1
+        assert failure["ok"] is False
+        assert failure["index"] == last
+
     def test_a_trusted_checkpoint_covers_entries(
         self, filled: Home, cli: Cli, tmp_path: Path
     ) -> None:

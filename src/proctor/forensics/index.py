@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
 from proctor import kinds
-from proctor.errors import StoreError, VerifyError
+from proctor.errors import EntryError, StoreError, VerifyError
 from proctor.ledger import entries
 from proctor.storage.interface import ProjectionStore, ProjectionWriter, Store
 
@@ -123,7 +123,8 @@ def index_row(entry: Mapping[str, Any], floor: int = 0) -> tuple[object, ...]:
 
     ``floor`` is the time of the entry before it: a row's time never goes back, so
     time ranges resolve to index ranges exactly (an entry from a writer whose clock
-    lagged is searched at the time of the entry before it).
+    lagged is searched at the time of the entry before it). Raises EntryError when
+    the entry has no readable time, which no writer of Proctor's leaves.
     """
     kind = str(entry.get("type"))
     refers = None
@@ -139,7 +140,7 @@ def index_row(entry: Mapping[str, Any], floor: int = 0) -> tuple[object, ...]:
 
     return (
         int(entry["index"]),
-        max(floor, micros(str(entry["time"]))),
+        max(floor, _time(entry)),
         kind,
         _text(entry.get("task")),
         _text(entry.get("agent")),
@@ -151,6 +152,16 @@ def index_row(entry: Mapping[str, Any], floor: int = 0) -> tuple[object, ...]:
         amount,
         refers,
     )
+
+
+def _time(entry: Mapping[str, Any]) -> int:
+    stamp = entry.get("time")
+    try:
+        return micros(str(stamp))
+    except (ValueError, OverflowError) as exc:
+        raise EntryError(
+            f"entry {entry.get('index')} has no readable time: {str(stamp)[:40]!r}"
+        ) from exc
 
 
 def _integer(value: object) -> int | None:
@@ -212,7 +223,7 @@ class Index:
         """Fold in every entry appended since the last catch-up; return how many.
 
         Raises StoreError when the database fails and EntryError for an entry that
-        is not a JSON object.
+        is not a JSON object or has no readable time.
         """
         self._ensure()
         size, applied = store.size(), self.applied()
@@ -232,7 +243,7 @@ class Index:
             for data in store.entries(applied, end):
                 entry = entries.decode(data)
                 rows.append(index_row(entry, floor))
-                floor = max(floor, micros(str(entry["time"])))
+                floor = max(floor, _time(entry))
             applied, written = self._write(rows, applied, end)
             added += written
         self._build_secondary(analyze=bulk)
@@ -321,9 +332,11 @@ class Index:
             return
         if rows:
             log.info("entry index is version %s, rebuilding as %d", rows[0][0], VERSION)
-            for name in (TABLE, STATE, ACTIONS):
-                tx.execute(f"DROP TABLE IF EXISTS {self.sql.table(name)}")
-            self._create(tx)
+        # Another version's rows, or rows whose state was lost: fold every entry
+        # again (on a new index the tables are empty and this costs nothing).
+        for name in (TABLE, STATE, ACTIONS):
+            tx.execute(f"DROP TABLE IF EXISTS {self.sql.table(name)}")
+        self._create(tx)
         tx.execute(
             f"INSERT INTO {self._state} (one, version, applied, indexed) "  # noqa: S608
             f"VALUES (1, {self.marker}, 0, 0)",
@@ -429,29 +442,46 @@ class Index:
         for start in range(0, applied, CHUNK):
             end = min(applied, start + CHUNK)
             stored = self._rows(start, end)
-            for data in store.entries(start, end):
-                entry = entries.decode(data)
-                index = int(entry["index"])
-                row = index_row(entry, floor)
+            for index, data in enumerate(store.entries(start, end), start):
+                row, floor = _expected(index, data, floor)
                 _compare(index, row, stored.pop(index, None))
-                floor = max(floor, micros(str(entry["time"])))
                 if row[ACTION] is not None:
                     seen.setdefault(str(row[ACTION]), index)
             _refuse_extra(stored)
         # A catch-up may have committed since: its rows are new, not forged; every
-        # row past what the index now says it holds is.
-        _refuse_extra(self._rows(max(applied, self.applied()), None))
+        # row past what the index now says it holds is, and so is any below 0.
+        _refuse_extra(self._outside(max(applied, self.applied())))
         _compare_actions(seen, self.actions())
 
         return applied
 
-    def _rows(self, start: int, end: int | None) -> dict[int, tuple[object, ...]]:
+    def orphaned(self) -> bool:
+        """Tell whether rows of an index are here without the state that says how
+        many entries they cover: Proctor writes both in one transaction, so only an
+        edit of the database leaves the one without the other."""
+        try:
+            self.sql.query(f"SELECT idx FROM {self._table} LIMIT 1")  # noqa: S608
+        except StoreError:
+            return False
+        try:
+            return not self.sql.query(f"SELECT version FROM {self._state}")  # noqa: S608
+        except StoreError:
+            return True
+
+    def _rows(self, start: int, end: int) -> dict[int, tuple[object, ...]]:
         m = self.marker
-        bound: list[object] = [start]
-        clause = f"idx >= {m}"
-        if end is not None:
-            clause += f" AND idx < {m}"
-            bound.append(end)
+        clause = f"idx >= {m} AND idx < {m}"
+
+        return self._select_rows(clause, [start, end])
+
+    def _outside(self, end: int) -> dict[int, tuple[object, ...]]:
+        m = self.marker
+
+        return self._select_rows(f"idx < 0 OR idx >= {m}", [end])
+
+    def _select_rows(
+        self, clause: str, bound: list[object]
+    ) -> dict[int, tuple[object, ...]]:
         statement = f"SELECT {', '.join(COLUMNS)} FROM {self._table} WHERE {clause}"  # noqa: S608
 
         return {int(row[0]): tuple(row) for row in self.sql.query(statement, bound)}
@@ -597,9 +627,26 @@ def check_index(store: Store) -> int | None:
         return None
     index = Index(store.projections())
     if not index.exists():
+        if index.orphaned():
+            raise VerifyError(
+                "the entry index holds rows without the state that says how many "
+                "entries they cover, so it was edited; the next search rebuilds it"
+            )
         return None
 
     return index.check(store)
+
+
+def _expected(index: int, data: bytes, floor: int) -> tuple[tuple[object, ...], int]:
+    """The row entry ``index`` gives, and the floor of the entry after it."""
+    try:
+        entry = entries.decode(data)
+        return index_row(entry, floor), max(floor, _time(entry))
+    except EntryError as exc:
+        raise VerifyError(
+            f"entry {index} cannot be indexed, so searches cannot find it: {exc}",
+            index=index,
+        ) from exc
 
 
 def _compare(
