@@ -227,11 +227,37 @@ class TestSignedWithin:
         assert result.code == 0, result.err
         assert (report["signed_size"], report["unsigned"]) == (ENTRIES - 10, 0)
 
-    def test_a_negative_bound_is_refused(self, filled: Home, cli: Cli) -> None:
-        """A bound below zero is a usage error, not a pass."""
-        result = cli("verify", "--home", str(filled.path), "--signed-within", "-1")
+    @pytest.mark.parametrize("bound", ["-1", "inf", "nan", "abc"])
+    def test_a_bound_that_is_no_time_is_refused(
+        self, filled: Home, cli: Cli, bound: str
+    ) -> None:
+        """A bound below zero, without end or not a number is a usage error, not a
+        pass: an infinite one would never fail."""
+        tamper(filled, f"DELETE FROM checkpoints WHERE size = {ENTRIES}")
+        result = cli("verify", "--home", str(filled.path), "--signed-within", bound)
 
         assert result.code == 2
+        assert "--signed-within" in result.err
+
+    def test_the_bound_is_refused_with_tiles(
+        self, filled: Home, cli: Cli, tiles: Path
+    ) -> None:
+        """--signed-within reads a home's unsigned entries; with --tiles it would
+        check nothing, so it is refused rather than ignored."""
+        key = filled.log_vkey.read_text().strip()
+        result = cli(
+            "verify", "--tiles", str(tiles), "--key", key, "--signed-within", "0"
+        )
+
+        assert result.code == 2
+        assert "not --tiles" in result.err
+
+    def test_a_fully_signed_ledger_says_so(self, filled: Home, cli: Cli) -> None:
+        """No unsigned entries: the summary says a signature covers every entry."""
+        result = cli("verify", "--home", str(filled.path))
+
+        assert "a signature covers every entry" in result.err
+        assert "0 entries no signature covers" not in result.err
 
 
 class TestTamperIsCaught:

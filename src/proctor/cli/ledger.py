@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import math
 import sys
 from contextlib import closing
 from datetime import UTC, datetime
@@ -71,6 +72,7 @@ def verify_command(
     as_json: JsonOption = False,
 ) -> None:
     """Recompute every leaf, the tree and every checkpoint; exit 1 on a failure."""
+    _check_bound(signed_within, tiles=tiles is not None)
     trusted = trusted_checkpoint.read_bytes() if trusted_checkpoint else None
     try:
         if tiles is not None:
@@ -95,8 +97,13 @@ def verify_command(
     out.print(f"OK: {result['size']} entries verified, root {result['root']}")
     err.print(
         f"{result['checkpoints']} checkpoints verified; latest signed size "
-        f"{result['signed_size']}; {_entries(result['unsigned'])} no signature "
-        "covers, checked against stored hashes"
+        f"{result['signed_size']}; "
+        + (
+            f"{_entries(result['unsigned'])} no signature covers, checked against "
+            "stored hashes"
+            if result["unsigned"]
+            else "a signature covers every entry"
+        )
         + (
             f" (the first recorded at {result['unsigned_since']})"
             if result.get("unsigned_since")
@@ -113,6 +120,15 @@ def verify_command(
             else ""
         )
     )
+
+
+def _check_bound(signed_within: float | None, *, tiles: bool) -> None:
+    if signed_within is None:
+        return
+    if not math.isfinite(signed_within):
+        raise ConfigError("--signed-within takes a finite number of seconds")
+    if tiles:
+        raise ConfigError("--signed-within checks a home's ledger, not --tiles")
 
 
 def _verify_home(
@@ -149,7 +165,7 @@ def _check_signed(report: Report, since: datetime | None, within: float) -> None
     if seconds is not None and within > 0 and -CLOCK_SKEW <= seconds <= within:
         return
     if seconds is None:
-        waited = "has no readable time"
+        waited = "has no readable time with its UTC offset"
     elif seconds < 0:
         waited = f"claims to be recorded {-seconds:.1f} s from now"
     else:
