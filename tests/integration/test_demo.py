@@ -224,6 +224,9 @@ class TestInstalled:
         assert done.returncode == 0, done.stdout + done.stderr
         assert "Every step behaved as told" in done.stdout
         assert elapsed < BUDGET_SECONDS
+        explore = done.stdout.split("Explore further", 1)[1]
+        assert "proctor trace tsk_" not in explore, "its home is gone by now"
+        assert "proctor demo --home DIR" in explore
 
     def test_keep_running_serves_until_interrupted(self, tmp_path: Path) -> None:
         """With --keep-running the servers answer until Ctrl-C, then all stops."""

@@ -102,6 +102,15 @@ def _explore(
     home = stage.home.path
     out.print()
     out.print(Text("Explore further", style="bold"))
+    if not (kept or keep_running):
+        say(
+            "This home was temporary and is removed now. Run `proctor demo --home "
+            "DIR` to keep it, or add --keep-running to explore it while it is up: "
+            "`proctor trace`, `explain`, `breaches` and `verify` then read the "
+            "same story back.",
+            "dim",
+        )
+        return
     command(f"proctor trace {task} --home {home}")
     command(f"proctor explain {paid.released} --home {home}")
     command(f"proctor breaches --home {home}")
@@ -117,12 +126,6 @@ def _explore(
             say("console  not in this build yet; the API is served meanwhile:")
         say(f"API      {stage.proctor.url}/v1/openapi.json")
         say(f"logs     {home / 'serve.log'}")
-    elif not kept:
-        say(
-            "This home is temporary and is removed now: run `proctor demo --home "
-            "DIR` to keep it, or add --keep-running to explore while it is up.",
-            "dim",
-        )
 
 
 def _is_served(url: str) -> bool:

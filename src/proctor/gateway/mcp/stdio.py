@@ -19,8 +19,9 @@ later still, SIGKILL). SIGTERM, or SIGHUP, ends the bridge as the end of stdin
 does: what it was relaying is cancelled, the outcomes under way are written, a
 checkpoint is signed over the last entries, and only then is the downstream
 server stopped, since a server slow to stop could outlast the client's patience.
-Nothing a kill interrupts can break the record: each decision was durable before
-its call went out, and each outcome is written as its answer goes back.
+A kill cannot break the record, only leave it short: each decision was durable
+before its call went out, and each outcome is written as its answer goes back, so
+a kill in that instant leaves a decision without its outcome entry.
 """
 
 from __future__ import annotations
