@@ -499,8 +499,10 @@ class HttpDoor:
         body: Mapping[str, object],
     ) -> Response:
         _log_call(exchange, verdict, status, exchange.latency_us())
+        # A refusal may repeat what the agent sent (a service or a value named in
+        # its path): masked like every answer, so no vault value goes back.
         return Response(
-            orjson.dumps(body),
+            self._pipeline.masking().whole(orjson.dumps(body)),
             status_code=status,
             media_type="application/json",
             headers={ENTRY_HEADER: _entry(verdict)},

@@ -207,16 +207,21 @@ class Pipeline:
         decides or the wait runs out, then decided again with that approval.
         """
         verdict = await self._authorize(claims, call)
-        if (
-            verdict.outcome != Outcome.NEEDS_APPROVAL
-            or wait <= 0
-            or not verdict.approval
-        ):
+        held = verdict.approval if verdict.outcome == Outcome.NEEDS_APPROVAL else None
+        if held and wait > 0 and await self._wait_for(held, wait):
+            verdict = await self._authorize(claims, replace(call, approval=held))
+
+        return self._sayable(verdict)
+
+    def _sayable(self, verdict: Verdict) -> Verdict:
+        # A refusal repeats what the agent brought (an action named by its path or
+        # tool, the approval it presented) in an answer and a log line: scrubbed.
+        if verdict.allowed:
             return verdict
-        if await self._wait_for(verdict.approval, wait):
-            retry = replace(call, approval=verdict.approval)
-            return await self._authorize(claims, retry)
-        return verdict
+        said = [verdict.action, verdict.reason, verdict.approval]
+        action, reason, approval = cast("list[Any]", self.scrub(said))
+
+        return replace(verdict, action=action, reason=reason, approval=approval)
 
     def may_call(self, claims: TaskClaims, action: str, resource: str | None) -> bool:
         """Tell, recording nothing, whether some call of ``action`` could be allowed.
@@ -424,11 +429,14 @@ class Pipeline:
         A token that was genuine but may not be used now (``claims``) names its
         task, agent and user, so the attempt shows in the task's trace.
         """
+        target, reason, scrubbed = cast(
+            "list[Any]", self.scrub([target, reason, dict(request)])
+        )
         fields: dict[str, Any] = {
             "door": door,
             "target": target,
             "reason": reason,
-            "request": self.scrub(dict(request)),
+            "request": scrubbed,
         }
         if claims is not None:
             fields |= {"task": claims.task, "agent": claims.agent, "user": claims.user}
@@ -491,17 +499,20 @@ class Pipeline:
     ) -> dict[str, Any]:
         published = self.service.authority.published_policy()
         notes = {key: getattr(call, key) for key in NOTES if getattr(call, key)}
-        # One pass over everything the call brought: one look at the vault.
+        # One pass over everything the call brought, names taken from its path or
+        # tool included: one look at the vault.
         brought = [
             dict(call.context),
             dict(call.request),
             decision.reason,
             list(decision.errors),
+            [call.target, call.action, call.resource, approval],
             *notes.values(),
         ]
-        context, request, reason, errors, *noted = cast(
+        context, request, reason, errors, named, *noted = cast(
             "list[Any]", self.scrub(brought)
         )
+        target, action, resource, approval = named
         fields: dict[str, Any] = {
             "task": task.id,
             "agent": task.agent,
@@ -511,9 +522,9 @@ class Pipeline:
             "scope_approved": task.approved,
             "scope_approver": task.approver,
             "door": call.door,
-            "target": call.target,
-            "action": call.action,
-            "resource": call.resource,
+            "target": target,
+            "action": action,
+            "resource": resource,
             "context": context,
             "request": request,
             "request_digest": call.digest,
@@ -666,17 +677,20 @@ class Pipeline:
         self, task: Task, call: Call, decision: Decision, entry: int
     ) -> int | None:
         quarantine = self.service.rules.quarantine_on_breach
+        action, resource, reason = cast(
+            "list[Any]", self.scrub([call.action, call.resource, decision.reason])
+        )
         fields = {
             "task": task.id,
             "agent": task.agent,
             "user": task.user,
             "decision": entry,
-            "action": call.action,
-            "resource": call.resource,
+            "action": action,
+            "resource": resource,
             "scope": task.scope_digest,
             "scope_entry": task.approved if task.approved is not None else task.opened,
             "policies": list(decision.policy_ids),
-            "reason": str(self.scrub(decision.reason)),
+            "reason": reason,
             "quarantine": quarantine,
         }
         breach = await self._record(kinds.BREACH, fields)
@@ -684,9 +698,9 @@ class Pipeline:
             return None
         # Quarantine before anything slow: the task's next call must already fail.
         if quarantine:
-            reason = f"breach at entry {breach}: {call.action} is outside the scope"
+            why = f"breach at entry {breach}: {action} is outside the scope"
             await asyncio.to_thread(
-                self.service.quarantine, task.id, reason=reason, breach=breach
+                self.service.quarantine, task.id, reason=why, breach=breach
             )
         self._alert(
             asyncio.create_task(self.alerts.breach({**fields, "entry": breach}))

@@ -510,6 +510,38 @@ class TestRecord:
             assert not any(secret in r.text for r in own)
         assert b"[redacted" in ledger
 
+    def test_no_secret_the_agent_names_is_recorded_or_said(
+        self, gateway: Gateway, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """What a path or a header names is recorded and repeated in refusals: a
+        vault value as the resource of a mapped route, as a service's name or as
+        an approval id is scrubbed from the entry and masked in the answer."""
+        caplog.set_level(logging.DEBUG)
+        with gateway.agent() as agent:
+            named = agent.get(f"finance/invoices/{BIN_TOKEN}")
+            service = agent.get(f"{FINANCE_KEY}/invoices")
+            approval = agent.post(
+                "finance/payments",
+                json={"amount": 20_000, "vendor": "acme"},
+                headers={"Proctor-Approval": BIN_PASSWORD},
+            )
+        answers = (named, service, approval)
+        entries = [gateway.entry(r.headers["proctor-entry"]) for r in answers]
+        ours = "\n".join(
+            record.getMessage()
+            for record in caplog.records
+            if record.name.startswith("proctor")
+        )
+
+        assert [r.status_code for r in answers] == [404, 404, 409]
+        assert entries[0]["resource"] == 'Payments::Invoice::"[redacted:bin-token]"'
+        assert entries[1]["target"] == "[redacted:finance-api-key]"
+        assert entries[2]["approval"] == "[redacted:bin-password]"
+        for secret in SECRETS:
+            assert secret.encode() not in gateway.everything()
+            assert secret not in ours
+            assert not any(secret in r.text for r in answers)
+
     def test_ledger_verifies_after_every_kind_of_call(self, gateway: Gateway) -> None:
         """Allowed, held, unmapped, malformed and breaching: the ledger verifies."""
         with gateway.agent() as agent:

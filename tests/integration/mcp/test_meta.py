@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from typing import Any
 
 import pytest
@@ -131,6 +132,31 @@ class TestMeta:
         assert ECHO_SECRET not in text(result)
         assert json.loads(text(result))["leak"] == "[redacted:echo.ECHO_SECRET]"
         assert completed["digest"] == result_digest(wire)[0]
+
+    def test_a_tool_named_by_a_vault_value_is_scrubbed(
+        self,
+        door: Door,
+        open_task: Opener,
+        runtime: Runtime,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """The tool's name is the agent's to choose and becomes the action: a vault
+        value as that name is scrubbed from the entries, the refusal and the log
+        line the refusal gets (of the HTTP door, which serves in this process)."""
+        caplog.set_level(logging.INFO)
+        agent = open_task("echo.toml", agent="echo-bot")
+
+        async def scenario() -> MCPError:
+            async with door("echo", agent.token) as client:
+                return await refusal(client, ECHO_SECRET, {"text": "hi"})
+
+        error = run(scenario())
+        decision = entry(runtime, error.data["entry"])
+
+        assert decision["action"] == 'mcp::echo::Action::"[redacted:echo.ECHO_SECRET]"'
+        assert ECHO_SECRET not in json.dumps(ledger(runtime))
+        assert ECHO_SECRET not in str(error) + json.dumps(error.data)
+        assert ECHO_SECRET not in caplog.text
 
 
 class TestMalformed:

@@ -29,7 +29,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from mcp.shared.exceptions import MCPError
@@ -268,15 +268,21 @@ class Broker:
     ) -> None:
         # As at the HTTP door: an allowed call is in the ledger already, every
         # other answer is news.
+        level = logging.DEBUG if verdict.allowed else logging.INFO
+        if not log.isEnabledFor(level):
+            return
+        # The tool's name is the agent's to choose: scrubbed like all it sends.
+        named = [classified.call.request["tool"], classified.call.action]
+        tool, action = cast("list[Any]", self.pipeline.scrub(named))
         log.log(
-            logging.DEBUG if verdict.allowed else logging.INFO,
+            level,
             "mcp call server=%s tool=%s task=%s agent=%s action=%s decision=%s "
             "entry=%s",
             self.server.name,
-            classified.call.request["tool"],
+            tool,
             claims.task,
             claims.agent,
-            classified.call.action,
+            action,
             verdict.outcome,
             verdict.entry,
         )
