@@ -21,7 +21,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proctor import heap
 from proctor.api import create_api
-from proctor.gateway.http import ENTRY_HEADER, PREFIX, HttpDoor
+from proctor.gateway.headers import ENTRY_HEADER
+from proctor.gateway.http import PREFIX, HttpDoor
 from proctor.gateway.mcp.config import load_servers
 from proctor.gateway.mcp.http import doors
 from proctor.gateway.mcp.http import http_app as mcp_app
@@ -68,7 +69,7 @@ def build_app(runtime: Runtime) -> Front:
     # An MCP call that went through is in the ledger, and the broker logs every
     # other decision: as at the HTTP door, only what went wrong is news.
     endpoints = {
-        MCP_PREFIX + path: RequestLog(endpoint, success=logging.DEBUG)
+        MCP_PREFIX + path: RequestLog(endpoint, success=logging.DEBUG, door_logs=False)
         for path, endpoint in doors(mcp).items()
     }
 
@@ -175,15 +176,20 @@ def is_loopback(host: str) -> bool:
 class RequestLog:
     """One line per request: id, method, path, status and latency.
 
-    At INFO, or at the ``success`` level for an answer below 400. The doors log
-    their own line per brokered call, so a request the HTTP door answered (its
-    answers carry ``Proctor-Entry``) is not logged twice. Only API paths are
-    written out: a path elsewhere may carry what an agent should not have sent.
+    At INFO, or at the ``success`` level for an answer below 400. The HTTP door
+    logs its own line per call, so with ``door_logs`` a request a door answered
+    (its answers carry ``Proctor-Entry``) is not logged twice; the MCP endpoints'
+    refusals carry the header too, and their log passes ``door_logs=False``. Only
+    API paths are written out: a path elsewhere may carry what an agent should not
+    have sent.
     """
 
-    def __init__(self, app: ASGIApp, *, success: int = logging.INFO) -> None:
+    def __init__(
+        self, app: ASGIApp, *, success: int = logging.INFO, door_logs: bool = True
+    ) -> None:
         self.app = app
         self.success = success
+        self.door_logs = door_logs
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -206,7 +212,7 @@ class RequestLog:
             await self.app(scope, receive, sending)
         finally:
             level = self.success if status < 400 else logging.INFO
-            if not by_door and log.isEnabledFor(level):
+            if not (by_door and self.door_logs) and log.isEnabledFor(level):
                 log.log(
                     level,
                     "request id=%s method=%s path=%s status=%d latency_ms=%.3f",

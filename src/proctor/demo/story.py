@@ -33,7 +33,7 @@ from proctor.demo.servers import Inbox, Served, logs_to
 from proctor.demo.steps import SETUP, Step, alert, money, ok, say
 from proctor.examples.finance.api import API_KEY_HEADER, create_app
 from proctor.files import write_private
-from proctor.gateway.http import ENTRY_HEADER
+from proctor.gateway.headers import ENTRY_HEADER
 from proctor.gateway.wire import uvicorn_options
 from proctor.home import Home
 from proctor.ledger import entries

@@ -22,6 +22,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+ENTRY_HEADER = "proctor-entry"
+"""Names the entry that recorded the answer's decision, on every answer of a door."""
 MAX_HEADER_BYTES = 16 * 1024
 """Request line and headers together; the wire's own bound is four times this."""
 

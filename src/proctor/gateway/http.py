@@ -49,6 +49,7 @@ from proctor.gateway.calls import DOOR, classified_call, malformed_call, summary
 from proctor.gateway.classify import BadRequest, Classified, classify
 from proctor.gateway.forward import Delivery, Failure, Relay, Upstream, is_encoded
 from proctor.gateway.headers import (
+    ENTRY_HEADER,
     MAX_HEADER_BYTES,
     Meta,
     Relocation,
@@ -79,7 +80,6 @@ log = logging.getLogger(__name__)
 PREFIX = "/http"
 _ID_PREFIX = secrets.token_hex(4)
 _ID_COUNT = itertools.count(1)
-ENTRY_HEADER = "proctor-entry"
 REFUSED_METHODS = frozenset({"CONNECT", "TRACE"})
 """TRACE would echo the injected credential back; CONNECT would open a tunnel."""
 

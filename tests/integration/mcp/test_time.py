@@ -21,6 +21,7 @@ from mcp import Client, MCPError
 
 from proctor.gateway.mcp.classify import ENTRY_KEY, call_digest, result_digest
 from proctor.gateway.mcp.proxy import DENIED, UNAUTHENTICATED
+from proctor.gateway.pipeline import MALFORMED
 from proctor.home import Home
 from proctor.runtime import Runtime
 
@@ -136,6 +137,54 @@ class TestLegacyHandshake:
         assert outcome(runtime, result.meta[ENTRY_KEY])["digest"]
 
 
+UNREADABLE = {
+    "truncated": ("application/json", b'{"jsonrpc": "2.0", "id": 1,', 400, "not JSON"),
+    "not-utf8": ("application/json", b'{"text": "caf\xe9"}', 400, "not JSON"),
+    "text": ("text/plain", b'{"jsonrpc": "2.0", "id": 1}', 415, "application/json"),
+    "batch": ("application/json", b'[{"jsonrpc": "2.0", "id": 1}]', 400, "one JSON"),
+    "too-large": ("application/json", b" " * (4 * 1024 * 1024 + 1), 413, "is over"),
+}
+"""POST bodies that hold no MCP message: content type, body, status, problem."""
+
+
+class TestUnreadableRequests:
+    @pytest.mark.parametrize("case", UNREADABLE.values(), ids=UNREADABLE.keys())
+    def test_http_door_records_a_post_that_holds_no_message(
+        self,
+        http_door: str,
+        open_task: Opener,
+        runtime: Runtime,
+        case: tuple[str, bytes, int, str],
+    ) -> None:
+        """A POST that is no MCP message is answered 4xx as the SDK would, and
+        recorded first as a malformed call of the task, never forwarded."""
+        content_type, body, status, problem = case
+        agent = open_task("time.toml", agent="time-bot")
+        headers = {
+            "Authorization": f"Bearer {agent.token}",
+            "Content-Type": content_type,
+            "Accept": "application/json, text/event-stream",
+        }
+
+        async def scenario() -> httpx2.Response:
+            async with httpx2.AsyncClient(timeout=60) as http:
+                return await http.post(
+                    f"{http_door}/time", content=body, headers=headers
+                )
+
+        response = run(scenario())
+        error = response.json()["error"]
+        decision = entry(runtime, int(response.headers["proctor-entry"]))
+
+        assert response.status_code == status
+        assert problem in error["message"]
+        assert error["data"]["entry"] == decision["index"]
+        assert decision["task"] == agent.task.id
+        assert decision["action"] == MALFORMED
+        assert decision["outcome"] == "deny"
+        assert problem in decision["request"]["problem"]
+
+
 class TestMissingToken:
     def test_http_door_answers_401_and_records_the_attempt(
         self, http_door: str, runtime: Runtime
@@ -151,6 +200,7 @@ class TestMissingToken:
 
         assert response.status_code == 401
         assert response.headers["www-authenticate"] == 'Bearer realm="proctor"'
+        assert response.headers["proctor-entry"] == str(body["entry"])
         assert entry(runtime, body["entry"])["type"] == "auth.refused"
         assert entry(runtime, body["entry"])["request"]["path"] == "/mcp/time"
 

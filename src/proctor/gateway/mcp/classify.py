@@ -106,6 +106,21 @@ def classify(
     return Classified(call, arguments, forward, long_reasoning, problem)
 
 
+def unreadable(server: McpServer, request: Mapping[str, Any]) -> Call:
+    """The call recording an HTTP request to ``server`` that is no MCP message at
+    all (not JSON, too large); the door never forwards it."""
+    described = dict(request)
+    return Call(
+        door=DOOR,
+        target=server.name,
+        action=MALFORMED,
+        resource=_server_uid(server),
+        context={},
+        request=described,
+        digest=hashlib.sha256(_canonical(described)).hexdigest(),
+    )
+
+
 def call_digest(server: str, tool: str, arguments: Mapping[str, Any]) -> str:
     """SHA-256 hex of the canonical ``{server, tool, arguments}``."""
     value = {"server": server, "tool": tool, "arguments": dict(arguments)}

@@ -80,7 +80,7 @@ class Exchange:
             return
         wire = _Wire(scope, receive, send)
         try:
-            decoded = _loads(await request.body())
+            decoded = loads(await request.body())
         except (ValueError, RecursionError):
             await wire.reply(_failure(None, PARSE_ERROR, "Parse error"))
             return
@@ -287,7 +287,8 @@ def _sse(message: Mapping[str, Any]) -> bytes:
     return b"event: message\r\ndata: " + _dumps(message) + b"\r\n\r\n"
 
 
-def _loads(body: bytes) -> object:
+def loads(body: bytes) -> object:
+    """JSON from a request body; raises ValueError (UnicodeDecodeError included)."""
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:

@@ -30,6 +30,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import anyio
+from mcp.server.streamable_http import CONTENT_TYPE_JSON as JSON
 from mcp.server.transport_security import (
     DEFAULT_MAX_REQUEST_BODY_SIZE,
     RequestBodyLimitMiddleware,
@@ -37,16 +38,19 @@ from mcp.server.transport_security import (
     TransportSecuritySettings,
 )
 from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
+from mcp_types import INVALID_REQUEST, PARSE_ERROR
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from proctor.gateway.mcp.classify import DOOR
+from proctor.gateway.headers import ENTRY_HEADER
+from proctor.gateway.inbound import Problem
+from proctor.gateway.mcp.classify import DOOR, unreadable
 from proctor.gateway.mcp.config import McpServer
 from proctor.gateway.mcp.downstream import connect
-from proctor.gateway.mcp.exchange import Exchange
+from proctor.gateway.mcp.exchange import Exchange, loads
 from proctor.gateway.mcp.proxy import Broker
 from proctor.gateway.mcp.relay import Relay
 from proctor.gateway.mcp.sessions import CLAIMS, Sessions
@@ -59,6 +63,7 @@ LOOPBACK = TransportSecuritySettings(
     allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"],
 )
 """The default Host and Origin checks: loopback only, against DNS rebinding."""
+NOT_JSON = Problem(400, "the body is not JSON in UTF-8")
 
 
 def http_app(
@@ -80,7 +85,7 @@ def http_app(
     endpoints = {
         f"/{door.server.name}": Guard(
             pipeline,
-            door.server.name,
+            door.server,
             RequestBodyLimitMiddleware(door, DEFAULT_MAX_REQUEST_BODY_SIZE),
         )
         for door in doors
@@ -173,9 +178,11 @@ class Door:
 
 
 class Guard:
-    """Checks the task token of every request before the MCP transport runs."""
+    """Checks the task token of every request, and that a POST carries one JSON
+    object, before the MCP transport runs: a request refused here is recorded and
+    answered with its entry in ``Proctor-Entry``."""
 
-    def __init__(self, pipeline: Pipeline, server: str, app: ASGIApp) -> None:
+    def __init__(self, pipeline: Pipeline, server: McpServer, app: ASGIApp) -> None:
         self.pipeline = pipeline
         self.server = server
         self.app = app
@@ -185,17 +192,93 @@ class Guard:
             await self.app(scope, receive, send)
             return
         token = bearer(header(scope, b"authorization"))
+        request = {"method": scope["method"], "path": scope["path"]}
         claims = await self.pipeline.authenticate(
-            token,
-            door=DOOR,
-            target=self.server,
-            request={"method": scope["method"], "path": scope["path"]},
+            token, door=DOOR, target=self.server.name, request=request
         )
         if isinstance(claims, Verdict):
             await _refuse(claims, sent_token=token is not None)(scope, receive, send)
             return
         scope.setdefault("state", {})[CLAIMS] = claims
-        await self.app(scope, receive, send)
+        if scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        body = await _message(scope, receive)
+        if isinstance(body, Problem):
+            refusal = await self._unreadable(claims, request, body)
+            await refusal(scope, receive, send)
+            return
+        await self.app(scope, _replayed(body, receive), send)
+
+    async def _unreadable(
+        self, claims: TaskClaims, request: dict[str, str], problem: Problem
+    ) -> Response:
+        """Record a POST that holds no MCP message, then answer its 4xx."""
+        call = unreadable(self.server, {**request, "problem": problem.reason})
+        verdict = await self.pipeline.authorize(claims, call)
+        if verdict.allowed:
+            # Fail closed: whatever a policy says, nothing unread is forwarded.
+            await self.pipeline.complete(
+                verdict,
+                status=None,
+                size=0,
+                digest=None,
+                latency_us=0,
+                error=f"not sent: {problem.reason}",
+            )
+        if verdict.entry is None:
+            return JSONResponse(verdict.body(), status_code=verdict.status)
+        error = {
+            "code": PARSE_ERROR if problem == NOT_JSON else INVALID_REQUEST,
+            "message": f"{problem.reason} (entry {verdict.entry})",
+            "data": {**verdict.body(), "problem": problem.reason},
+        }
+        body = {"jsonrpc": "2.0", "id": None, "error": error}
+        headers = {ENTRY_HEADER: str(verdict.entry)}
+
+        return JSONResponse(body, status_code=problem.status, headers=headers)
+
+
+async def _message(scope: Scope, receive: Receive) -> bytes | Problem:
+    """The body of a POST if it is one JSON object within the size limit."""
+    # As the SDK's transport reads it, so that all it would refuse is recorded.
+    media = (header(scope, b"content-type") or "").partition(";")[0]
+    if JSON not in (part.strip() for part in media.split(",")):
+        return Problem(415, f"the body must be {JSON}")
+    body = bytearray()
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":
+            return Problem(400, "the client went away before its body arrived")
+        body += message.get("body", b"")
+        if len(body) > DEFAULT_MAX_REQUEST_BODY_SIZE:
+            return Problem(
+                413, f"the body is over {DEFAULT_MAX_REQUEST_BODY_SIZE} bytes"
+            )
+        more = bool(message.get("more_body"))
+    try:
+        decoded = loads(bytes(body))
+    except (ValueError, RecursionError):
+        return NOT_JSON
+    if not isinstance(decoded, dict):
+        return Problem(400, "the body must be one JSON-RPC message object")
+
+    return bytes(body)
+
+
+def _replayed(body: bytes, receive: Receive) -> Receive:
+    """A receive that gives the body already read, then waits as ``receive`` does."""
+    given = False
+
+    async def replay() -> Message:
+        nonlocal given
+        if given:
+            return await receive()
+        given = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
 
 
 def header(scope: Scope, name: bytes) -> str | None:
@@ -221,6 +304,7 @@ def _refuse(verdict: Verdict, *, sent_token: bool) -> JSONResponse:
     challenge = 'Bearer realm="proctor"'
     if sent_token and verdict.status == 401:
         challenge += ', error="invalid_token"'
-    headers = {"WWW-Authenticate": challenge}
+    entry = "none" if verdict.entry is None else str(verdict.entry)
+    headers = {"WWW-Authenticate": challenge, ENTRY_HEADER: entry}
 
     return JSONResponse(verdict.body(), status_code=verdict.status, headers=headers)
