@@ -52,11 +52,15 @@ _UNDECIDED = frozenset(
         b"x-http-method-override",
         b"x-http-method",
         b"x-method-override",
+        b"x-original-method",
+        b"x-original-url",
+        b"x-rewrite-url",
         b"forwarded",
         b"x-real-ip",
     }
 )
-"""What the route map did not decide on: another method, another client."""
+"""What the route map did not decide on: another method, another path, another
+client."""
 _FORWARDING = b"x-forwarded-"
 IDENTITY = {"accept-encoding": "identity"}
 """What Proctor asks of every upstream: the answer's bytes as they are."""
@@ -97,13 +101,19 @@ def read_meta(raw: Iterable[tuple[bytes, bytes]]) -> Meta:
     """Read Proctor's own headers from raw ASGI header pairs; never raises."""
     found: dict[bytes, bytes] = {}
     size = 0
+    problem = None
     for name, value in raw:
         size += len(name) + len(value) + 4
         if name in _META_NAMES:
             found.setdefault(name, value)
+        if not (value.isascii() or _is_utf8(value)):
+            # Forwarded as text, a value must be text: UTF-8 goes on byte for byte.
+            problem = f"the value of {name.decode('latin-1')} is not UTF-8 text"
+    coding = found.get(b"transfer-encoding")
+    if coding is not None and coding.strip().lower() != b"chunked":
+        problem = "chunked is the only transfer coding accepted"
     approval = _text(found.get(b"proctor-approval"))
     tool_call = _text(found.get(b"proctor-tool-call"))
-    problem = None
     for label, given in (
         ("Proctor-Approval", approval),
         ("Proctor-Tool-Call", tool_call),
@@ -141,6 +151,14 @@ _META_NAMES = frozenset(
 )
 
 
+def _is_utf8(value: bytes) -> bool:
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def outbound_headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
     """Return the headers to forward upstream, names lower-case, repeats joined."""
     pairs = list(raw)
@@ -152,7 +170,7 @@ def outbound_headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
         sent = _without_proctor_cookies(value) if name == b"cookie" else value
         if not sent:
             continue
-        key, text = name.decode("latin-1"), sent.decode("latin-1")
+        key, text = name.decode("latin-1"), sent.decode("utf-8", "replace")
         if key in headers:
             glue = "; " if key == "cookie" else ", "
             headers[key] = f"{headers[key]}{glue}{text}"

@@ -277,6 +277,22 @@ class TestInjection:
         assert completed["masked"] == 1
         assert json.loads(upstream) == {"authenticated": True, "token": BIN_TOKEN}
 
+    def test_a_utf8_header_arrives_byte_for_byte(self, gateway: Gateway) -> None:
+        """A header value in UTF-8 reaches httpbin as the bytes the agent sent; one
+        that is no UTF-8 text is refused, 400 and recorded, never re-encoded."""
+        note = "café ✓".encode()
+        with gateway.agent() as agent:
+            echoed = agent.get("bin/headers", headers={"X-Note": note})
+            refused = agent.get("bin/headers", headers={"X-Note": b"caf\xe9\xff"})
+        decision = gateway.entry(refused.headers["proctor-entry"])
+
+        assert echoed.status_code == 200
+        # httpbin reads header bytes as latin-1 (WSGI) and answers them as text.
+        assert echoed.json()["headers"]["X-Note"].encode("latin-1") == note
+        assert refused.status_code == 400
+        assert decision["action"] == MALFORMED
+        assert decision["request"]["problem"] == "the value of x-note is not UTF-8 text"
+
     def test_basic_is_the_vaults_password(self, gateway: Gateway) -> None:
         """httpbin's basic-auth check passes with the injected user and password,
         and the password in the path is redacted in the ledger."""

@@ -46,6 +46,9 @@ class TestOutbound:
             "x-http-method-override",
             "x-http-method",
             "x-method-override",
+            "x-original-method",
+            "x-original-url",
+            "x-rewrite-url",
             "forwarded",
             "x-forwarded-for",
             "x-forwarded-proto",
@@ -90,6 +93,13 @@ class TestOutbound:
         sent = outbound_headers(raw(("accept", "a/b"), ("accept", "c/d")))
 
         assert sent == IDENTITY | {"accept": "a/b, c/d"}
+
+    def test_utf8_values_go_upstream_as_they_came(self) -> None:
+        """A value in UTF-8 is the same text upstream, so the same bytes once the
+        client encodes it (aiohttp writes headers in UTF-8)."""
+        sent = outbound_headers([(b"x-note", "café ✓".encode())])
+
+        assert sent["x-note"].encode("utf-8") == "café ✓".encode()
 
     def test_trace_and_ordinary_headers_pass(self) -> None:
         """traceparent and application headers go upstream unchanged."""
@@ -204,6 +214,24 @@ class TestMeta:
         meta = read_meta([(b"proctor-reasoning", "payé\x07 ok".encode())])
 
         assert meta.note == "payé ok"
+
+    def test_a_value_that_is_not_utf8_is_a_problem(self) -> None:
+        """Bytes that are no UTF-8 text cannot be forwarded as they came: a 400."""
+        text = read_meta([(b"x-note", "café".encode())])
+        binary = read_meta([(b"x-note", b"caf\xe9\xff")])
+
+        assert text.problem is None
+        assert binary.problem == "the value of x-note is not UTF-8 text"
+
+    @pytest.mark.parametrize("coding", [b"gzip, chunked", b"identity", b"chunked, x"])
+    def test_a_coding_besides_chunked_is_a_problem(self, coding: bytes) -> None:
+        """Proctor reads chunked bodies only; another coding would be forwarded
+        as if it were none (RFC 9112 §6.1)."""
+        meta = read_meta([(b"transfer-encoding", coding)])
+        chunked = read_meta([(b"transfer-encoding", b"Chunked")])
+
+        assert meta.problem == "chunked is the only transfer coding accepted"
+        assert chunked.problem is None
 
     @pytest.mark.parametrize("name", ["proctor-approval", "proctor-tool-call"])
     def test_overlong_ids_are_a_problem(self, name: str) -> None:
