@@ -191,7 +191,7 @@ def _from_text(kind: FieldType, text: str) -> object:
 _KINDS: tuple[tuple[type, str], ...] = (
     (bool, "a boolean"),
     (int, "a whole number"),
-    (float, "a fractional number"),
+    (float, "a fractional number (or one too large to be whole)"),
     (str, "text"),
     (list, "a list"),
 )
