@@ -30,7 +30,7 @@ from proctor.tasks.people import Person
 from proctor.tasks.service import ScopeText
 from proctor.tasks.state import Task
 
-from .conftest import Cli
+from .conftest import Cli, Result
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets" / "policy"
 PAY = 'Payments::Action::"CreatePayment"'
@@ -73,6 +73,17 @@ def edit_index(home: Home, statement: str) -> None:
         db.execute(
             statement.format(**{key: f"{schema}.{name}" for key, name in names.items()})
         )
+
+
+def verify_edited(story: Story, cli: Cli, statement: str) -> Result:
+    """Edit the index with ``statement``, run `proctor verify` on it, then put the
+    index back with `proctor reindex`; return what verify said."""
+    home = str(story.home.path)
+    edit_index(story.home, statement)
+    verified = cli("verify", "--home", home)
+    cli("reindex", "--home", home)
+
+    return verified
 
 
 def call(action: str, context: dict[str, Any], *, approval: str | None = None) -> Call:
@@ -382,22 +393,20 @@ class TestCommands:
         home = str(story.home.path)
         cli("breaches", "--home", home)
         sound = cli("verify", "--home", home)
-        edit_index(story.home, f"DELETE FROM {{table}} WHERE idx = {story.breach}")
-        hidden = cli("verify", "--home", home)
-        cli("reindex", "--home", home)
-        edit_index(
-            story.home,
+        hidden = verify_edited(
+            story, cli, f"DELETE FROM {{table}} WHERE idx = {story.breach}"
+        )
+        changed = verify_edited(
+            story,
+            cli,
             f"UPDATE {{table}} SET outcome = 'allow' WHERE idx = {story.refused}",
         )
-        changed = cli("verify", "--home", home)
-        cli("reindex", "--home", home)
-        edit_index(
-            story.home,
+        invented = verify_edited(
+            story,
+            cli,
             "INSERT INTO {table} (idx, time_us, type, breach) "
             "VALUES (100000, 0, 'decision', 1)",
         )
-        invented = cli("verify", "--home", home)
-        cli("reindex", "--home", home)
         repaired = cli("verify", "--home", home)
 
         assert sound.code == 0
@@ -420,12 +429,11 @@ class TestCommands:
         hidden = cli("verify", "--home", home)
         found = cli("find", "--home", home, "--action", "CreatePayment")
         cli("reindex", "--home", home)
-        edit_index(
-            story.home,
+        invented = verify_edited(
+            story,
+            cli,
             "INSERT INTO {actions} (action) VALUES ('Payments::Action::\"Refund\"')",
         )
-        invented = cli("verify", "--home", home)
-        cli("reindex", "--home", home)
         repaired = cli("verify", "--home", home)
         with closing(story.home.open_store()) as store:
             actions = [entries.decode(data).get("action") for data in store.entries()]
@@ -445,13 +453,12 @@ class TestCommands:
         an --until bound before the first entry: verify names it."""
         home = str(story.home.path)
         cli("breaches", "--home", home)
-        edit_index(
-            story.home,
+        forged = verify_edited(
+            story,
+            cli,
             "INSERT INTO {table} (idx, time_us, type, breach) "
             "SELECT -1, max(time_us) + 1, 'call.completed', 0 FROM {table}",
         )
-        forged = cli("verify", "--home", home)
-        cli("reindex", "--home", home)
         repaired = cli("verify", "--home", home)
 
         assert forged.code == 1

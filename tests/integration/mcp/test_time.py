@@ -12,6 +12,8 @@ import select
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -328,25 +330,10 @@ class TestTerminatedBridge:
         """A client's SIGTERM, or a closed terminal's SIGHUP, stdin still open, ends
         the bridge with exit 0 and a checkpoint over every entry it wrote."""
         agent = open_task("time.toml", agent="time-bot")
-        launch = bridge(home, "time", {"PROCTOR_TASK_TOKEN": agent.token})
-        with subprocess.Popen(
-            [launch.command, *launch.args],
-            env={**os.environ, **(launch.env or {})},
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        ) as process:
-            try:
-                _ask(process, "initialize", INITIALIZE)
-                _tell(
-                    process, {"jsonrpc": "2.0", "method": "notifications/initialized"}
-                )
-                called = _ask(process, "tools/call", CURRENT_TIME)
-                process.send_signal(number)
-                code = process.wait(timeout=30)
-            finally:
-                if process.poll() is None:
-                    process.kill()
+        with _launched(home, "time", agent.token, subprocess.PIPE) as process:
+            called = _ask(process, "tools/call", CURRENT_TIME)
+            process.send_signal(number)
+            code = process.wait(timeout=30)
             errors = process.stderr.read().decode() if process.stderr else ""
         store = runtime.ledger.store
         latest = store.latest_checkpoint()
@@ -366,30 +353,18 @@ class TestTerminatedBridge:
         marker = stubborn_marker(home)
         marker.unlink(missing_ok=True)
         agent = open_task("echo.toml", agent="echo-bot")
-        launch = bridge(home, "stubborn", {"PROCTOR_TASK_TOKEN": agent.token})
         downstream: int | None = None
-        with subprocess.Popen(
-            [launch.command, *launch.args],
-            env={**os.environ, **(launch.env or {})},
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-        ) as process:
-            try:
-                _ask(process, "initialize", INITIALIZE)
-                _tell(
-                    process, {"jsonrpc": "2.0", "method": "notifications/initialized"}
-                )
+        try:
+            with _launched(home, "stubborn", agent.token) as process:
                 called = _ask(process, "tools/call", LAST_WORDS)
                 assert process.stdin is not None
                 process.stdin.close()
                 downstream = _told_to_stop(marker)
                 store = runtime.ledger.store
                 latest, size = store.latest_checkpoint(), store.size()
-            finally:
-                process.kill()
-                if downstream is not None:
-                    os.kill(downstream, signal.SIGKILL)
+        finally:
+            if downstream is not None:
+                os.kill(downstream, signal.SIGKILL)
 
         assert not called["result"].get("isError")
         assert latest is not None
@@ -403,6 +378,29 @@ INITIALIZE = {
 }
 CURRENT_TIME = {"name": "get_current_time", "arguments": {"timezone": "UTC"}}
 LAST_WORDS = {"name": "echo", "arguments": {"text": "last words"}}
+
+
+@contextmanager
+def _launched(
+    home: Home, server: str, token: str, stderr: int = subprocess.DEVNULL
+) -> Iterator[subprocess.Popen[bytes]]:
+    """The bridge spawned as a desktop client spawns it, past its handshake; killed
+    at the end if it is still running."""
+    launch = bridge(home, server, {"PROCTOR_TASK_TOKEN": token})
+    with subprocess.Popen(
+        [launch.command, *launch.args],
+        env={**os.environ, **(launch.env or {})},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+    ) as process:
+        try:
+            _ask(process, "initialize", INITIALIZE)
+            _tell(process, {"jsonrpc": "2.0", "method": "notifications/initialized"})
+            yield process
+        finally:
+            if process.poll() is None:
+                process.kill()
 
 
 def _tell(process: subprocess.Popen[bytes], message: dict[str, Any]) -> None:
